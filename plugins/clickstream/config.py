@@ -1,0 +1,208 @@
+"""Declarative settings of the bundle, read from ``config/clickstream.toml``.
+
+The file describes what the product moves (tables, columns and their types, the object
+layout, the first window) and which Airflow connections it uses. It never holds secrets.
+``CLICKSTREAM_CONFIG`` points at another file, for a deployment or a test.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config" / "clickstream.toml"
+SQL_DIR = PROJECT_ROOT / "include" / "sql"
+CONFIG_ENV_VAR = "CLICKSTREAM_CONFIG"
+
+MISSING_OBJECT_POLICIES = ("wait", "fail", "skip")
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing a key or holds a value the product cannot use."""
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+
+
+@dataclass(frozen=True)
+class SourceTable:
+    name: str
+    columns: tuple[Column, ...]
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(column.name for column in self.columns)
+
+    @property
+    def loads_table(self) -> str:
+        """Name of the physical table holding every load's rows (committed or not)."""
+        return f"{self.name}_loads"
+
+    def json_structure(self) -> str:
+        """Return the ClickHouse structure that reads one JSON line of this table.
+
+        Every column is read as Nullable so that a missing key or a JSON null arrives as
+        NULL, which the insert then rejects instead of silently storing a default.
+        """
+        return ", ".join(f"{c.name} Nullable({c.type})" for c in self.columns)
+
+
+@dataclass(frozen=True)
+class WarehouseSettings:
+    conn_id: str
+    database: str
+    pool: str
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    conn_id: str
+    bucket: str
+    key_template: str
+    missing_object_policy: str
+    wait_timeout_seconds: int
+    poke_interval_seconds: int
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    max_active_runs: int
+    retries: int
+    retry_delay_seconds: int
+
+
+@dataclass(frozen=True)
+class MartSettings:
+    purchase_page_path: str
+    checkout_paths: tuple[str, ...]
+    journey_lookback_hours: int
+    retries: int
+    retry_delay_seconds: int
+
+
+@dataclass(frozen=True)
+class Settings:
+    start_date: datetime
+    warehouse: WarehouseSettings
+    source: SourceSettings
+    ingest: IngestSettings
+    marts: MartSettings
+    tables: tuple[SourceTable, ...]
+
+    @property
+    def table_names(self) -> tuple[str, ...]:
+        return tuple(table.name for table in self.tables)
+
+    def table(self, name: str) -> SourceTable:
+        for table in self.tables:
+            if table.name == name:
+                return table
+        raise ConfigError(f"unknown source table {name!r}; configured: {', '.join(self.table_names)}")
+
+
+def _require(section: dict, key: str, where: str):
+    try:
+        return section[key]
+    except KeyError:
+        raise ConfigError(f"{where}: missing required key {key!r}") from None
+
+
+def _parse_start_date(raw: str) -> datetime:
+    value = datetime.fromisoformat(raw)
+    if value.tzinfo is None:
+        raise ConfigError(f"start_date {raw!r} must carry a UTC offset")
+    value = value.astimezone(timezone.utc)
+    if (value.minute, value.second, value.microsecond) != (0, 0, 0):
+        raise ConfigError(f"start_date {raw!r} must be an hour boundary")
+    return value
+
+
+def _parse_tables(raw: dict) -> tuple[SourceTable, ...]:
+    tables = []
+    for name, spec in raw.items():
+        columns = tuple(
+            Column(name=_require(c, "name", f"tables.{name}"), type=_require(c, "type", f"tables.{name}"))
+            for c in _require(spec, "columns", f"tables.{name}")
+        )
+        if not columns:
+            raise ConfigError(f"tables.{name}: no columns")
+        tables.append(SourceTable(name=name, columns=columns))
+    if not tables:
+        raise ConfigError("no source tables configured")
+    return tuple(tables)
+
+
+def parse_settings(raw: dict) -> Settings:
+    """Build settings from the parsed TOML document, validating every value."""
+    warehouse = _require(raw, "warehouse", "config")
+    source = _require(raw, "source", "config")
+    ingest = _require(raw, "ingest", "config")
+    marts = _require(raw, "marts", "config")
+    policy = _require(source, "missing_object_policy", "source")
+    if policy not in MISSING_OBJECT_POLICIES:
+        raise ConfigError(
+            f"source.missing_object_policy is {policy!r}; expected one of {', '.join(MISSING_OBJECT_POLICIES)}"
+        )
+    template = _require(source, "key_template", "source")
+    if "{table}" not in template:
+        raise ConfigError(f"source.key_template {template!r} must contain {{table}}")
+    return Settings(
+        start_date=_parse_start_date(_require(raw, "start_date", "config")),
+        warehouse=WarehouseSettings(
+            conn_id=_require(warehouse, "conn_id", "warehouse"),
+            database=_require(warehouse, "database", "warehouse"),
+            pool=_require(warehouse, "pool", "warehouse"),
+        ),
+        source=SourceSettings(
+            conn_id=_require(source, "conn_id", "source"),
+            bucket=_require(source, "bucket", "source"),
+            key_template=template,
+            missing_object_policy=policy,
+            wait_timeout_seconds=int(_require(source, "wait_timeout_seconds", "source")),
+            poke_interval_seconds=int(_require(source, "poke_interval_seconds", "source")),
+        ),
+        ingest=IngestSettings(
+            max_active_runs=int(_require(ingest, "max_active_runs", "ingest")),
+            retries=int(_require(ingest, "retries", "ingest")),
+            retry_delay_seconds=int(_require(ingest, "retry_delay_seconds", "ingest")),
+        ),
+        marts=MartSettings(
+            purchase_page_path=_require(marts, "purchase_page_path", "marts"),
+            checkout_paths=tuple(_require(marts, "checkout_paths", "marts")),
+            journey_lookback_hours=int(_require(marts, "journey_lookback_hours", "marts")),
+            retries=int(_require(marts, "retries", "marts")),
+            retry_delay_seconds=int(_require(marts, "retry_delay_seconds", "marts")),
+        ),
+        tables=_parse_tables(_require(raw, "tables", "config")),
+    )
+
+
+def load_settings(path: str | os.PathLike | None = None) -> Settings:
+    """Read the settings file named by ``path``, ``$CLICKSTREAM_CONFIG`` or the default."""
+    config_path = Path(path or os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH)
+    try:
+        with config_path.open("rb") as handle:
+            raw = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {config_path} does not exist") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"configuration file {config_path}: {error}") from None
+    return parse_settings(raw)
+
+
+@lru_cache(maxsize=1)
+def _cached_settings(path: str) -> Settings:
+    return load_settings(path)
+
+
+def get_settings() -> Settings:
+    """Return the settings for this process, read once per configuration path."""
+    return _cached_settings(os.environ.get(CONFIG_ENV_VAR) or str(DEFAULT_CONFIG_PATH))
