@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
@@ -36,6 +36,7 @@ class Column:
 class SourceTable:
     name: str
     columns: tuple[Column, ...]
+    event_time_column: str | None = None
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -119,7 +120,7 @@ def _parse_start_date(raw: str) -> datetime:
     value = datetime.fromisoformat(raw)
     if value.tzinfo is None:
         raise ConfigError(f"start_date {raw!r} must carry a UTC offset")
-    value = value.astimezone(timezone.utc)
+    value = value.astimezone(UTC)
     if (value.minute, value.second, value.microsecond) != (0, 0, 0):
         raise ConfigError(f"start_date {raw!r} must be an hour boundary")
     return value
@@ -134,7 +135,10 @@ def _parse_tables(raw: dict) -> tuple[SourceTable, ...]:
         )
         if not columns:
             raise ConfigError(f"tables.{name}: no columns")
-        tables.append(SourceTable(name=name, columns=columns))
+        time_column = spec.get("event_time_column")
+        if time_column is not None and time_column not in {c.name for c in columns}:
+            raise ConfigError(f"tables.{name}: event_time_column {time_column!r} is not one of its columns")
+        tables.append(SourceTable(name=name, columns=columns, event_time_column=time_column))
     if not tables:
         raise ConfigError("no source tables configured")
     return tuple(tables)

@@ -122,7 +122,9 @@ def _extract_member(archive_path: Path, member: str, target: Path, bucket: str, 
             names = archive.namelist()
             if member not in names:
                 raise SourceFormatError(
-                    bucket, key, f"ZIP archive has no member {member!r} (members: {', '.join(names) or 'none'})"
+                    bucket,
+                    key,
+                    f"ZIP archive has no member {member!r} (members: {', '.join(names) or 'none'})",
                 )
             with archive.open(member) as source, target.open("wb") as sink:
                 shutil.copyfileobj(source, sink, CHUNK_BYTES)

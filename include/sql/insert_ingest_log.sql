@@ -1,0 +1,19 @@
+INSERT INTO {database:Identifier}.ingest_log
+SELECT
+    {load_id:UUID},
+    {table_name:String},
+    {window_start:DateTime('UTC')},
+    {status:String},
+    {source_bucket:String},
+    {source_key:String},
+    {source_etag:String},
+    {source_bytes:UInt64},
+    {rows:UInt64},
+    toDateTime64OrNull({min_event_time:String}, 6, 'UTC'),
+    toDateTime64OrNull({max_event_time:String}, 6, 'UTC'),
+    {started_at:DateTime64(6, 'UTC')},
+    {finished_at:DateTime64(6, 'UTC')},
+    {duration_ms:UInt64},
+    {error:String},
+    {dag_run_id:String},
+    {try_number:UInt32};

@@ -1,0 +1,1 @@
+"""Clickstream bundle: hourly loads from S3 into ClickHouse, purchase marts and alerts."""
