@@ -254,3 +254,50 @@ class _Attempt:
             "window_start": self.window_start.strftime(_SECOND),
             "load_id": self.load_id,
         }
+
+
+def source_bucket(settings: Settings) -> SourceBucket:
+    return SourceBucket(settings.source.conn_id, settings.source.bucket)
+
+
+def create_tables(settings: Settings) -> None:
+    """Create whatever the raw layer lacks in the warehouse of ``settings``."""
+    with ClickHouseHook(settings.warehouse.conn_id) as hook:
+        ensure_schema(hook, settings)
+
+
+def object_ready(settings: Settings, table_name: str, window_start: datetime) -> bool:
+    """Return whether the load of ``table_name`` for the window may start.
+
+    Only the ``wait`` policy waits for the object; ``fail`` and ``skip`` let the load
+    decide what a missing object means.
+    """
+    if settings.source.missing_object_policy != "wait":
+        return True
+    key = object_key(settings.source.key_template, window_start, table_name)
+    ready = source_bucket(settings).exists(key)
+    if not ready:
+        log.info("Waiting for s3://%s/%s", settings.source.bucket, key)
+    return ready
+
+
+def load_table_window(
+    settings: Settings, table_name: str, window_start: datetime, run_id: str = "", try_number: int = 0
+) -> dict:
+    """Load one table's window with connections from ``settings``; return the LoadResult as a dict."""
+    with ClickHouseHook(settings.warehouse.conn_id) as hook:
+        loader = WindowLoader(hook, source_bucket(settings), settings)
+        return loader.load(settings.table(table_name), window_start, run_id, try_number).to_dict()
+
+
+def summarize_window(window_start: datetime, results: list[dict]) -> dict:
+    """Return the Asset event extra of a window whose tables are all committed."""
+    times = [r[k] for r in results for k in ("min_event_time", "max_event_time") if r[k]]
+    return {
+        "window_start": window_start.isoformat(),
+        "window_end": (window_start + WINDOW).isoformat(),
+        "min_event_timestamp": min(times) if times else None,
+        "max_event_timestamp": max(times) if times else None,
+        "rows": {r["table"]: r["rows"] for r in results},
+        "statuses": {r["table"]: r["status"] for r in results},
+    }

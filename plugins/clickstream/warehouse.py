@@ -23,7 +23,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk.bases.hook import BaseHook
+from airflow.sdk import BaseHook
 
 from clickstream import sql
 from clickstream.config import SourceTable

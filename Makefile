@@ -1,0 +1,36 @@
+# Two entry points for a fresh machine with Python 3.11: `make demo` and `make test`.
+# Both create (or reuse) the project-local virtualenv .venv and install the pinned packages.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint benchmark benchmark-marts standalone clean
+
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: set PYTHON=/path/to/python3.11"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -c constraints.txt
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python scripts/demo.py
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest
+
+benchmark: $(STAMP)
+	$(BIN)/python scripts/benchmark_ingest.py
+
+benchmark-marts: $(STAMP)
+	$(BIN)/python scripts/benchmark_marts.py
+
+standalone: $(STAMP)
+	$(BIN)/python scripts/standalone.py
+
+clean:
+	rm -rf .local

@@ -1,0 +1,95 @@
+"""The embedded local stack: S3 from moto_server on loopback, ClickHouse from chdb.
+
+Used by the demo, the standalone scheduler, the benchmarks and the tests, so all of them
+reach S3 over real HTTP through the same Airflow connections production uses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """Return a TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_until_listening(port: int, process: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"moto_server exited with code {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"moto_server did not listen on 127.0.0.1:{port} within {timeout:.0f}s")
+
+
+@contextmanager
+def moto_server(port: int | None = None, timeout: float = 30.0) -> Iterator[str]:
+    """Run moto_server on loopback for the duration of the block; yield its endpoint URL."""
+    port = port or free_port()
+    executable = Path(sys.executable).with_name("moto_server")
+    process = subprocess.Popen(
+        [str(executable), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_until_listening(port, process, timeout)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def s3_connection_uri(endpoint_url: str) -> str:
+    """Return an Airflow connection (JSON) for the local S3 server; its keys are moto's dummies."""
+    return json.dumps(
+        {
+            "conn_type": "aws",
+            "login": "local-access-key",
+            "password": "local-secret-key",
+            "extra": {"endpoint_url": endpoint_url, "region_name": "us-east-1"},
+        }
+    )
+
+
+def chdb_connection_uri(path: Path) -> str:
+    """Return an Airflow connection (JSON) for the embedded engine with data at ``path``."""
+    return json.dumps({"conn_type": "clickhouse", "extra": {"chdb_path": str(path)}})
+
+
+def airflow_environment(airflow_home: Path) -> dict[str, str]:
+    """Return the environment that points Airflow at this project and a home of its own."""
+    return {
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "PYTHONPATH": os.pathsep.join(
+            [str(PROJECT_ROOT / "plugins"), *filter(None, [os.environ.get("PYTHONPATH")])]
+        ),
+    }
+
+
+def airflow_cli(*args: str, env: dict[str, str] | None = None) -> None:
+    """Run the Airflow CLI of this virtualenv with ``env`` added to the environment."""
+    executable = Path(sys.executable).with_name("airflow")
+    subprocess.run([str(executable), *args], env={**os.environ, **(env or {})}, check=True)
