@@ -8,6 +8,7 @@ before any test module imports it.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 import uuid
@@ -23,6 +24,8 @@ for import_path in (PROJECT_ROOT / "plugins", PROJECT_ROOT / "scripts", PROJECT_
         sys.path.insert(0, str(import_path))
 
 import local_stack  # noqa: E402
+
+pytest_plugins = ["telegram_server"]
 
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="clickstream-airflow-home-"))
 os.environ.update(local_stack.airflow_environment(AIRFLOW_HOME))
@@ -72,3 +75,36 @@ def sample_dir():
     if not SAMPLE_DIR.is_dir():
         pytest.skip(f"real sample not present at {SAMPLE_DIR} (it lives in shared/, outside the project)")
     return SAMPLE_DIR
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    """Migrate the session's metadata DB (SQLite in AIRFLOW_HOME) once; DAG runs need it."""
+    local_stack.airflow_cli("db", "migrate", capture=True)
+
+
+@pytest.fixture
+def project_config(tmp_path, monkeypatch):
+    """Return a function that writes the default config with some keys changed and selects it.
+
+    Keys are given as ``section__key=value`` (or ``key=value`` at top level) and written as
+    TOML literals; the DAG files read the file named by ``CLICKSTREAM_CONFIG`` when parsed.
+    """
+    from clickstream.config import DEFAULT_CONFIG_PATH
+
+    def write(**overrides: str) -> Path:
+        text = DEFAULT_CONFIG_PATH.read_text()
+        for dotted, literal in overrides.items():
+            section, _, key = dotted.rpartition("__")
+            header = re.search(rf"^\[{section}\]$", text, re.MULTILINE) if section else None
+            start = header.end() if header else 0
+            pattern = re.compile(rf"^{key} = .*$", re.MULTILINE)
+            match = pattern.search(text, start)
+            assert match, f"no key {dotted} in {DEFAULT_CONFIG_PATH}"
+            text = text[: match.start()] + f"{key} = {literal}" + text[match.end() :]
+        path = tmp_path / "clickstream.toml"
+        path.write_text(text)
+        monkeypatch.setenv("CLICKSTREAM_CONFIG", str(path))
+        return path
+
+    return write
