@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -146,6 +148,14 @@ def test_changed_object_replaces_exactly_its_window(
     ]
 
 
+def corrupted_deflate(lines: list[str]) -> bytes:
+    """A valid ZIP directory around deflated bytes that were damaged in the middle."""
+    body = bytearray(zip_bytes("browser_events.jsonl", lines))
+    middle = len(body) // 3
+    body[middle : middle + 16] = bytes(16)
+    return bytes(body)
+
+
 BAD_INPUTS = [
     pytest.param(b"this is not a zip archive", None, "not a ZIP archive", id="not-a-zip"),
     pytest.param(
@@ -175,6 +185,7 @@ BAD_INPUTS = [
         "key 'event_timestamp' holds 'yesterday'",
         id="wrong-type-timestamp",
     ),
+    pytest.param(corrupted_deflate(browser_lines(300)), None, "line ", id="corrupt-deflate"),
     pytest.param(
         zip_bytes("browser_events.jsonl", [browser_line(1, event_id="not-a-uuid")]),
         1,
@@ -207,6 +218,14 @@ def test_bad_input_names_object_and_line_and_keeps_previous_content(
     assert len(failures) == 1 and reason in failures[0]["error"]
     leftovers = warehouse.backend.execute("SELECT count() FROM clickstream.browser_events_loads", {})
     assert leftovers == [[40]], "the failed load's staged rows are removed"
+
+
+def test_an_uncompressed_member_loads_too(s3_client, bucket, loader, warehouse, settings):
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as stored:
+        stored.writestr("browser_events.jsonl", "\n".join(browser_lines(12)) + "\n")
+    put_object(s3_client, bucket, HOUR, "browser_events", archive.getvalue())
+    assert loader.load(settings.table("browser_events"), HOUR).rows == 12
 
 
 def test_wrong_type_in_other_tables_is_named(s3_client, bucket, loader, settings):

@@ -7,9 +7,11 @@ and the reader for backends that receive rows from the client.
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -120,11 +122,15 @@ class RecordReader:
         return tuple(values)
 
     def read(self, path: Path) -> Iterator[tuple]:
-        """Yield the typed values of every non-empty line of ``path``."""
-        with path.open("rb") as lines:
-            for number, raw in enumerate(lines, start=1):
-                if raw.strip():
-                    yield self.parse(raw, number)
+        """Yield the typed values of every non-empty line of ``path`` (plain or gzip)."""
+        number = 0
+        try:
+            with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as lines:
+                for number, raw in enumerate(lines, start=1):
+                    if raw.strip():
+                        yield self.parse(raw, number)
+        except (OSError, EOFError, zlib.error) as error:
+            raise RecordError(number + 1, f"corrupt compressed data ({error})") from None
 
     def first_error(self, path: Path) -> RecordError | None:
         """Return the first line of ``path`` that does not fit the table, or None."""

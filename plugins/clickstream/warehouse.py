@@ -32,11 +32,28 @@ from clickstream.records import RecordReader
 log = logging.getLogger(__name__)
 
 Params = Mapping[str, Any]
+# Columns every loads table starts with, before the source table's own columns.
+LOAD_METADATA_COLUMNS = (
+    ("window_start", "DateTime('UTC')"),
+    ("load_id", "UUID"),
+    ("source_key", "String"),
+    ("source_etag", "String"),
+    ("loaded_at", "DateTime64(6, 'UTC')"),
+)
 INSERT_BATCH_ROWS = 50_000
 
 
 def _utc(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def _escaped(value: str) -> str:
+    # chdb hands parameter values to the engine as-is, and the engine reads them in its
+    # escaped text format (a newline ends the value); clickhouse-driver escapes for us.
+    return value.translate(_PARAMETER_ESCAPES)
+
+
+_PARAMETER_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"})
 
 
 class _EmbeddedBackend:
@@ -50,7 +67,8 @@ class _EmbeddedBackend:
         self.path = path
 
     def execute(self, statement: str, params: Params) -> list[list]:
-        result = self._session.query(statement, "JSONCompact", params=dict(params))
+        bound = {name: _escaped(value) if isinstance(value, str) else value for name, value in params.items()}
+        result = self._session.query(statement, "JSONCompact", params=bound)
         text = result.data() if result is not None else ""
         if not text.strip():
             return []
@@ -93,8 +111,10 @@ class _ServerBackend:
         return [list(row) for row in self._client.execute(statement, dict(params))]
 
     def load_json_lines(self, target: Params, table: SourceTable, path: Path, metadata: Params) -> None:
-        # The server cannot read the worker's disk: rows are parsed here and sent in
-        # native blocks, the metadata columns first as in the loads table.
+        # The server cannot read the worker's disk: rows are parsed here and shipped with
+        # the query as an external table, so the INSERT keeps its bound parameters.
+        structure = [*LOAD_METADATA_COLUMNS, *((c.name, c.type) for c in table.columns)]
+        names = [name for name, _ in structure]
         prefix = (
             _utc(metadata["window_start"]),
             uuid.UUID(metadata["load_id"]),
@@ -105,7 +125,12 @@ class _ServerBackend:
         rows = (prefix + record for record in RecordReader(table).read(path))
         insert = sql.statement("insert_loads_rows")
         while batch := list(islice(rows, INSERT_BATCH_ROWS)):
-            self._client.execute(insert, batch, params=dict(target))
+            external = {
+                "name": "load_rows",
+                "structure": structure,
+                "data": [dict(zip(names, row, strict=True)) for row in batch],
+            }
+            self._client.execute(insert, dict(target), external_tables=[external])
 
     def close(self) -> None:
         self._client.disconnect()
