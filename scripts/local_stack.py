@@ -89,7 +89,17 @@ def airflow_environment(airflow_home: Path) -> dict[str, str]:
     }
 
 
-def airflow_cli(*args: str, env: dict[str, str] | None = None) -> None:
-    """Run the Airflow CLI of this virtualenv with ``env`` added to the environment."""
+def airflow_cli(*args: str, env: dict[str, str] | None = None, capture: bool = False) -> str:
+    """Run the Airflow CLI of this virtualenv with ``env`` added to the environment.
+
+    :param capture: return the output instead of letting it through.
+    """
     executable = Path(sys.executable).with_name("airflow")
-    subprocess.run([str(executable), *args], env={**os.environ, **(env or {})}, check=True)
+    completed = subprocess.run(
+        [str(executable), *args],
+        env={**os.environ, **(env or {})},
+        check=True,
+        capture_output=capture,
+        text=True,
+    )
+    return completed.stdout if capture else ""

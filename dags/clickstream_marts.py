@@ -1,0 +1,53 @@
+"""
+### Clickstream purchase marts
+
+Refreshes the purchase marts whenever the ingest DAG commits a window (`clickstream/raw`).
+
+* Works from durable state, not from the triggering events (they can be coalesced or
+  stranded): the marts' watermark in ClickHouse lists the loads they already reflect, and
+  each run recomputes only the hours that the other, newer loads touch, journeys included.
+* Each mart is swapped in whole: readers see the previous or the refreshed mart, never a
+  half-written one.
+* A manual run with no params refreshes everything pending; with an empty watermark (first
+  run, or after a truncate) it rebuilds the marts from all raw data.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Metadata, dag, task
+
+from clickstream import marts
+from clickstream.alerts import notify_task_failure
+from clickstream.assets import PURCHASE_MARTS, RAW_WINDOWS
+from clickstream.config import get_settings
+
+settings = get_settings()
+
+
+@dag(
+    dag_id="clickstream_marts",
+    schedule=[RAW_WINDOWS],
+    start_date=pendulum.instance(settings.start_date),
+    catchup=False,
+    max_active_runs=1,
+    default_args={
+        "owner": "data-platform",
+        "retries": settings.marts.retries,
+        "retry_delay": timedelta(seconds=settings.marts.retry_delay_seconds),
+        "on_failure_callback": notify_task_failure,
+    },
+    tags=["clickstream", "marts"],
+    doc_md=__doc__,
+)
+def clickstream_marts():
+    @task(pool=settings.warehouse.pool, outlets=[PURCHASE_MARTS])
+    def refresh_marts():
+        yield Metadata(PURCHASE_MARTS, marts.refresh_warehouse(settings))
+
+    refresh_marts()
+
+
+clickstream_marts()

@@ -1,0 +1,29 @@
+-- Rebuild mart_purchases_by_region for the hour ranges being recomputed and swap it in atomically.
+-- mart_purchases_by_region__next = the current rows outside the ranges (copied: marts are small aggregates,
+-- so this costs little next to the raw scan) + the rows recomputed from marts_events_stage;
+-- then EXCHANGE TABLES (atomic in an Atomic database): a reader sees the old or the new
+-- table, never a half-written one. A crash before the exchange leaves mart_purchases_by_region untouched.
+-- Parameters: hour_ranges (JSON [["from", "to"], ...] of UTC hours), purchase_page_path.
+USE {database:Identifier};
+
+DROP TABLE IF EXISTS mart_purchases_by_region__next;
+
+CREATE TABLE mart_purchases_by_region__next AS mart_purchases_by_region;
+
+INSERT INTO mart_purchases_by_region__next
+WITH JSONExtract({hour_ranges:String}, 'Array(Tuple(DateTime(\'UTC\'), DateTime(\'UTC\')))') AS ranges
+SELECT *
+FROM mart_purchases_by_region
+WHERE NOT arrayExists(r -> hour >= r.1 AND hour < r.2, ranges);
+
+-- Purchases and distinct buyers per purchase hour, country and region.
+INSERT INTO mart_purchases_by_region__next (hour, geo_country, geo_region_name, purchases, buyers)
+WITH JSONExtract({hour_ranges:String}, 'Array(Tuple(DateTime(\'UTC\'), DateTime(\'UTC\')))') AS ranges
+SELECT hour, geo_country, geo_region_name, count(), uniqExactIfState(user_domain_id, user_domain_id != '')
+FROM marts_events_stage
+WHERE page_url_path = {purchase_page_path:String} AND arrayExists(r -> hour >= r.1 AND hour < r.2, ranges)
+GROUP BY hour, geo_country, geo_region_name;
+
+EXCHANGE TABLES mart_purchases_by_region AND mart_purchases_by_region__next;
+
+DROP TABLE mart_purchases_by_region__next;

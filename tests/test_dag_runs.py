@@ -1,0 +1,145 @@
+"""The project's DAGs run through Airflow (``dag.test()``) on moto_server and chdb."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from airflow.dag_processing.dagbag import DagBag
+from source_objects import put_object
+
+from clickstream.config import PROJECT_ROOT, get_settings
+from clickstream.generator import upload_hours
+from clickstream.source import object_key
+from clickstream.warehouse import ClickHouseHook
+
+START = datetime(2024, 4, 10, 23, tzinfo=UTC)
+HOURS = [START + timedelta(hours=offset) for offset in range(3)]
+
+
+@pytest.fixture
+def stack(airflow_db, bucket, chdb_path, project_config):
+    """Point the bundle at the test bucket and warehouse, with retries that need no waiting."""
+    project_config(
+        source__bucket=f'"{bucket}"',
+        source__wait_timeout_seconds="2",
+        source__poke_interval_seconds="1",
+        ingest__retries="1",
+        ingest__retry_delay_seconds="0",
+        marts__retry_delay_seconds="0",
+    )
+    return get_settings()
+
+
+def run_dag(dag_id: str, logical_date: datetime | None = None, conf: dict | None = None):
+    bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags"))
+    assert bag.import_errors == {}
+    return bag.dags[dag_id].test(logical_date=logical_date, run_conf=conf)
+
+
+def run_ingest(window_start: datetime):
+    # A data-interval timetable's manual run covers the hour that ends at its logical date.
+    return run_dag("clickstream_ingest_hourly", logical_date=window_start + timedelta(hours=1))
+
+
+def task_states(dag_run) -> dict[tuple[str, int], str]:
+    return {(ti.task_id, ti.map_index): ti.state for ti in dag_run.get_task_instances()}
+
+
+def source_line_counts(s3_client, bucket: str, settings) -> dict[tuple[str, str], int]:
+    counts = {}
+    for hour in HOURS:
+        for table in settings.table_names:
+            body = s3_client.get_object(
+                Bucket=bucket, Key=object_key(settings.source.key_template, hour, table)
+            )
+            with zipfile.ZipFile(io.BytesIO(body["Body"].read())) as archive:
+                lines = archive.read(f"{table}.jsonl").splitlines()
+            counts[(table, hour.strftime("%Y-%m-%d %H:%M:%S"))] = len(lines)
+    return counts
+
+
+def loaded_row_counts(settings) -> dict[tuple[str, str], int]:
+    with ClickHouseHook() as hook:
+        return {
+            (table, window): int(rows)
+            for table in settings.table_names
+            for window, rows, _ in hook.run(
+                "select_raw_checksum", {"database": "clickstream", "table": table}
+            )
+        }
+
+
+def raw_asset_events(window_start: datetime) -> list[dict]:
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        query = (
+            select(AssetEvent)
+            .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .where(AssetModel.uri == "clickstream/raw")
+        )
+        events = session.scalars(query).all()
+        return [e.extra for e in events if e.extra.get("window_start") == window_start.isoformat()]
+
+
+def test_three_generated_hours_load_every_source_line(stack, s3_client, bucket):
+    upload_hours(s3_client, bucket, START, len(HOURS), events_per_hour=300, seed=11)
+
+    for hour in HOURS:
+        dag_run = run_ingest(hour)
+        assert dag_run.state == "success", task_states(dag_run)
+
+    assert loaded_row_counts(stack) == source_line_counts(s3_client, bucket, stack)
+    [event] = raw_asset_events(HOURS[1])
+    assert event["window_end"] == HOURS[2].isoformat()
+    assert (
+        event["min_event_timestamp"] < HOURS[1].strftime("%Y-%m-%d %H:%M:%S") <= event["max_event_timestamp"]
+    )
+    assert set(event["rows"]) == set(stack.table_names)
+
+
+def test_cleared_run_reloads_its_window_without_duplicates(stack, s3_client, bucket):
+    upload_hours(s3_client, bucket, START, 1, events_per_hour=200, seed=3)
+    assert run_ingest(START).state == "success"
+    first = loaded_row_counts(stack)
+    assert run_ingest(START).state == "success"
+    assert loaded_row_counts(stack) == first
+
+
+def test_corrupt_object_fails_the_task_and_alerts_once_after_the_last_try(
+    stack, s3_client, bucket, telegram_server
+):
+    upload_hours(s3_client, bucket, START, 1, events_per_hour=100, seed=5)
+    key = put_object(s3_client, bucket, START, "geo_events", b"<not a zip & not json>")
+
+    dag_run = run_ingest(START)
+
+    states = task_states(dag_run)
+    assert dag_run.state == "failed"
+    assert states[("load_table", 2)] == "failed"
+    assert states[("load_table", 0)] == "success"
+    [alert] = telegram_server.messages
+    assert "clickstream_ingest_hourly" in alert.text
+    assert "load_table" in alert.text and "geo_events" in alert.text
+    assert "<b>Try:</b> 2 of 2" in alert.text
+    assert "2024-04-10T23:00:00+00:00 → 2024-04-11T00:00:00+00:00" in alert.text
+    assert "SourceFormatError" in alert.text
+    assert f"s3://{bucket}/{key}: not a ZIP archive" in alert.text
+
+
+def test_wait_policy_fails_the_window_when_the_object_never_arrives(stack, s3_client, bucket):
+    upload_hours(s3_client, bucket, START, 1, events_per_hour=100, seed=5)
+    s3_client.delete_object(Bucket=bucket, Key=object_key(stack.source.key_template, START, "device_events"))
+
+    dag_run = run_ingest(START)
+
+    states = task_states(dag_run)
+    assert dag_run.state == "failed"
+    assert states[("wait_for_object", 1)] == "failed"
+    assert {states[("load_table", index)] for index in range(4)} == {"upstream_failed"}
+    assert states[("publish_window", -1)] == "upstream_failed"

@@ -1,0 +1,506 @@
+"""The purchase marts on the real engine (chdb), with data loaded through the ingest path.
+
+Hand-built events (ZIP objects in a local S3 bucket, loaded by WindowLoader) with expected
+rows computed by hand, the real sample's published counts, reloads compared with a full
+rebuild, and the parameterised views.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+import pytest
+from source_objects import put_sample_window, put_table
+
+from clickstream.config import get_settings
+from clickstream.loading import WindowLoader, ensure_schema
+from clickstream.marts import (
+    FULL,
+    INCREMENTAL,
+    MARTS,
+    full_rebuild,
+    merge_ranges,
+    pending_changes,
+    refresh,
+    table_checksums,
+)
+from clickstream.source import SourceBucket
+from clickstream.warehouse import ClickHouseHook
+
+SITE = "http://www.dummywebsite.com"
+W1 = datetime(2024, 4, 30, 23, tzinfo=UTC)  # last window of April
+W2 = datetime(2024, 5, 1, 0, tzinfo=UTC)  # first window of May: another partition
+W3 = datetime(2024, 5, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Click:
+    """A visitor: its attributes are constant per click_id, as in the source."""
+
+    name: str
+    browser: str
+    device_type: str | None  # None: no device row at all
+    country: str
+    region: str
+    utm: tuple[str, str, str]  # source, medium, campaign
+
+    @property
+    def click_id(self) -> str:
+        return str(uuid.uuid5(uuid.NAMESPACE_DNS, f"click-{self.name}"))
+
+    @property
+    def user_id(self) -> str:
+        return str(uuid.uuid5(uuid.NAMESPACE_DNS, f"user-{self.name}"))
+
+
+A = Click("A", "Chrome", "Mobile", "Russia", "Moscow", ("google", "cpc", "campaign_1"))
+B = Click("B", "Firefox", "Computer", "Russia", "Moscow", ("facebook", "social", "campaign_2"))
+C = Click("C", "Safari", None, "Germany", "Berlin", ("instagram", "organic", "campaign_1"))
+D = Click("D", "Opera", "Computer", "France", "Paris", ("mailchimp", "affiliate", "campaign_1"))
+
+
+@dataclass(frozen=True)
+class Event:
+    name: str
+    click: Click
+    timestamp: str
+    path: str
+
+    @property
+    def event_id(self) -> str:
+        return str(uuid.uuid5(uuid.NAMESPACE_DNS, f"event-{self.name}"))
+
+    def lines(self) -> dict[str, str | None]:
+        """The event's line in each of the four tables (None: the table has no line)."""
+        click = self.click
+        source, medium, campaign = click.utm
+        device = None
+        if click.device_type is not None:
+            device = {
+                "click_id": click.click_id,
+                "os": "iOS 16",
+                "os_name": "iOS",
+                "os_timezone": "Europe/Moscow",
+                "device_type": click.device_type,
+                "device_is_mobile": click.device_type == "Mobile",
+                "user_custom_id": f"{click.name.lower()}@example.com",
+                "user_domain_id": click.user_id,
+            }
+        return {
+            "browser_events": json.dumps(
+                {
+                    "event_id": self.event_id,
+                    "event_timestamp": self.timestamp,
+                    "event_type": "pageview",
+                    "click_id": click.click_id,
+                    "browser_name": click.browser,
+                    "browser_user_agent": "Mozilla/5.0",
+                    "browser_language": "en_US",
+                }
+            ),
+            "device_events": json.dumps(device) if device else None,
+            "geo_events": json.dumps(
+                {
+                    "click_id": click.click_id,
+                    "geo_latitude": "55.75",
+                    "geo_longitude": "37.61",
+                    "geo_country": click.country,
+                    "geo_timezone": "Europe/Moscow",
+                    "geo_region_name": click.region,
+                    "ip_address": "10.0.0.1",
+                }
+            ),
+            "location_events": json.dumps(
+                {
+                    "event_id": self.event_id,
+                    "page_url": SITE + self.path,
+                    "page_url_path": self.path,
+                    "referer_url": f"www.{source}.com",
+                    "referer_medium": "internal",
+                    "utm_medium": medium,
+                    "utm_source": source,
+                    "utm_content": "ad_1",
+                    "utm_campaign": campaign,
+                }
+            ),
+        }
+
+
+# Click A: a purchase with no earlier purchase (A5), then a second one (A9) whose journey
+# starts after A5. A1 is stamped 22:xx but arrives in the 23:00 window. A7 arrives again in W3.
+A1 = Event("A1", A, "2024-04-30 22:50:00.000001", "/home")
+A2 = Event("A2", A, "2024-04-30 23:10:00.000000", "/product_a")
+A3 = Event("A3", A, "2024-04-30 23:20:00.000000", "/cart")
+A4 = Event("A4", A, "2024-04-30 23:30:00.000000", "/payment")
+A5 = Event("A5", A, "2024-04-30 23:40:00.000000", "/confirmation")
+A6 = Event("A6", A, "2024-05-01 00:10:00.000000", "/product_b")
+A7 = Event("A7", A, "2024-05-01 00:20:00.000000", "/home")
+A8 = Event("A8", A, "2024-05-01 00:30:00.000000", "/payment")
+A9 = Event("A9", A, "2024-05-01 00:40:00.000000", "/confirmation")
+# Click B: a journey crossing an hour and a partition (month) boundary; /home seen twice.
+B1 = Event("B1", B, "2024-04-30 23:50:00.000000", "/product_a")
+B2 = Event("B2", B, "2024-05-01 00:05:00.000000", "/home")
+B3 = Event("B3", B, "2024-05-01 00:06:00.000000", "/home")
+B4 = Event("B4", B, "2024-05-01 00:07:00.000000", "/confirmation")
+# Click C: no device row (empty device_type, no user).
+C1 = Event("C1", C, "2024-05-01 00:15:00.000000", "/home")
+C2 = Event("C2", C, "2024-05-01 00:16:00.000000", "/confirmation")
+D1 = Event("D1", D, "2024-05-01 01:05:00.000000", "/home")
+
+WINDOWS = {
+    W1: [A1, A2, A3, A4, A5, B1],
+    W2: [A6, A7, A8, A9, B2, B3, B4, C1, C2],
+    W3: [A7, D1],
+}
+
+
+def put_window(s3_client, bucket: str, window_start: datetime, events: list[Event]) -> None:
+    """Write the four objects of a window, line-aligned, as the source does."""
+    for table in get_settings().table_names:
+        lines = [line for event in events if (line := event.lines()[table]) is not None]
+        put_table(s3_client, bucket, window_start, table, lines)
+
+
+@pytest.fixture
+def settings(bucket):
+    base = get_settings()
+    return replace(base, source=replace(base.source, bucket=bucket))
+
+
+@pytest.fixture
+def hook(chdb_path):
+    with ClickHouseHook() as opened:
+        yield opened
+
+
+@pytest.fixture
+def load(hook, settings, s3_connection):
+    """Load a window of every table through the ingest path."""
+    ensure_schema(hook, settings)
+    loader = WindowLoader(hook, SourceBucket(s3_connection, settings.source.bucket), settings)
+
+    def load_window(window_start: datetime) -> None:
+        for table in settings.tables:
+            loader.load(table, window_start)
+
+    return load_window
+
+
+def rows(hook: ClickHouseHook, settings, query: str) -> list[list]:
+    """Rows of a test query; ``{db}`` is the configured database."""
+    return hook.backend.execute(query.format(db=settings.warehouse.database), {})
+
+
+def hourly_events(hook, settings) -> set[tuple]:
+    found = rows(
+        hook,
+        settings,
+        "SELECT toString(hour), page_url_path, browser_name, device_type, events FROM {db}.mart_hourly_events",
+    )
+    return {tuple(row) for row in found}
+
+
+def leading_pages(hook, settings) -> set[tuple]:
+    found = rows(
+        hook,
+        settings,
+        "SELECT toString(hour), page_url, browser_name, device_type, purchases FROM {db}.mart_leading_pages",
+    )
+    return {tuple(row) for row in found}
+
+
+def by_source(hook, settings, mart: str, measure: str, users: str) -> set[tuple]:
+    found = rows(
+        hook,
+        settings,
+        f"SELECT toString(hour), utm_source, utm_medium, utm_campaign, {measure}, "
+        f"finalizeAggregation({users}) FROM {{db}}.{mart}",
+    )
+    return {tuple(row) for row in found}
+
+
+def by_region(hook, settings) -> set[tuple]:
+    found = rows(
+        hook,
+        settings,
+        "SELECT toString(hour), geo_country, geo_region_name, purchases, finalizeAggregation(buyers) "
+        "FROM {db}.mart_purchases_by_region",
+    )
+    return {tuple(row) for row in found}
+
+
+def assert_equals_full_rebuild(hook, settings) -> None:
+    incremental = table_checksums(hook, settings)
+    full_rebuild(hook, settings)
+    assert table_checksums(hook, settings) == incremental
+
+
+H22, H23 = "2024-04-30 22:00:00", "2024-04-30 23:00:00"
+H00, H01 = "2024-05-01 00:00:00", "2024-05-01 01:00:00"
+CM, FC, SN, OC = ("Chrome", "Mobile"), ("Firefox", "Computer"), ("Safari", ""), ("Opera", "Computer")
+
+
+@pytest.fixture
+def hand_built(s3_client, bucket, load):
+    for window_start, events in WINDOWS.items():
+        put_window(s3_client, bucket, window_start, events)
+        load(window_start)
+
+
+def test_hand_built_events_give_hand_computed_marts(hand_built, hook, settings):
+    result = refresh(hook, settings)
+
+    assert result.mode == FULL
+    assert result.loads_applied == 12
+    assert hourly_events(hook, settings) == {
+        (H22, "/home", *CM, 1),  # A1: stamped 22:xx, arrived in the 23:00 window
+        (H23, "/product_a", *CM, 1),
+        (H23, "/cart", *CM, 1),
+        (H23, "/payment", *CM, 1),
+        (H23, "/confirmation", *CM, 1),
+        (H23, "/product_a", *FC, 1),
+        (H00, "/product_b", *CM, 1),
+        (H00, "/home", *CM, 1),  # A7 is in W2 and W3: counted once
+        (H00, "/payment", *CM, 1),
+        (H00, "/confirmation", *CM, 1),
+        (H00, "/home", *FC, 2),
+        (H00, "/confirmation", *FC, 1),
+        (H00, "/home", *SN, 1),  # click C has no device row: empty device_type
+        (H00, "/confirmation", *SN, 1),
+        (H01, "/home", *OC, 1),
+    }
+    assert leading_pages(hook, settings) == {
+        # A5, no earlier purchase: A1..A4 minus the checkout pages /cart and /payment.
+        (H23, SITE + "/home", *CM, 1),
+        (H23, SITE + "/product_a", *CM, 1),
+        # A9: the journey starts after A5, so /product_a of A2 is not in it.
+        (H00, SITE + "/product_b", *CM, 1),
+        (H00, SITE + "/home", *CM, 1),
+        # B4: the journey crosses the hour and the month; /home seen twice counts once.
+        (H00, SITE + "/product_a", *FC, 1),
+        (H00, SITE + "/home", *FC, 1),
+        (H00, SITE + "/home", *SN, 1),
+    }
+    assert by_source(hook, settings, "mart_purchases_by_source", "purchases", "buyers") == {
+        (H23, "google", "cpc", "campaign_1", 1, 1),
+        (H00, "google", "cpc", "campaign_1", 1, 1),
+        (H00, "facebook", "social", "campaign_2", 1, 1),
+        (H00, "instagram", "organic", "campaign_1", 1, 0),  # no device row: no known buyer
+    }
+    assert by_source(hook, settings, "mart_users_by_source", "events", "users") == {
+        (H22, "google", "cpc", "campaign_1", 1, 1),
+        (H23, "google", "cpc", "campaign_1", 4, 1),
+        (H23, "facebook", "social", "campaign_2", 1, 1),
+        (H00, "google", "cpc", "campaign_1", 4, 1),
+        (H00, "facebook", "social", "campaign_2", 3, 1),
+        (H00, "instagram", "organic", "campaign_1", 2, 0),
+        (H01, "mailchimp", "affiliate", "campaign_1", 1, 1),
+    }
+    assert by_region(hook, settings) == {
+        (H23, "Russia", "Moscow", 1, 1),
+        (H00, "Russia", "Moscow", 2, 2),
+        (H00, "Germany", "Berlin", 1, 0),
+    }
+    assert_equals_full_rebuild(hook, settings)
+
+
+def test_parameterised_views_answer_for_a_range(hand_built, hook, settings):
+    refresh(hook, settings)
+
+    def view(name: str, start: str, end: str) -> list[list]:
+        return rows(hook, settings, f"SELECT * FROM {{db}}.{name}(from_hour = '{start}', to_hour = '{end}')")
+
+    everything = ("2024-04-30 00:00:00", "2024-05-02 00:00:00")
+    assert view("top_leading_pages", *everything) == [
+        [SITE + "/home", 4],
+        [SITE + "/product_a", 2],
+        [SITE + "/product_b", 1],
+    ]
+    assert view("top_leading_pages", H00, "2024-05-02 00:00:00") == [
+        [SITE + "/home", 3],
+        [SITE + "/product_a", 1],
+        [SITE + "/product_b", 1],
+    ]
+    assert view("top_leading_pages_by_browser_device", *everything) == [
+        ["Chrome", "Mobile", SITE + "/home", 2],
+        ["Chrome", "Mobile", SITE + "/product_a", 1],
+        ["Chrome", "Mobile", SITE + "/product_b", 1],
+        ["Firefox", "Computer", SITE + "/home", 1],
+        ["Firefox", "Computer", SITE + "/product_a", 1],
+        ["Safari", "", SITE + "/home", 1],
+    ]
+    assert view("top_regions_by_purchases", *everything) == [
+        ["Russia", "Moscow", 3, 2],
+        ["Germany", "Berlin", 1, 0],
+    ]
+    assert view("purchases_by_source_campaign", *everything) == [
+        ["google", "campaign_1", 2, 1],
+        ["facebook", "campaign_2", 1, 1],
+        ["instagram", "campaign_1", 1, 0],
+    ]
+    assert view("users_share_by_source", *everything) == [
+        ["facebook", 1, 3, pytest.approx(1 / 3)],
+        ["google", 1, 3, pytest.approx(1 / 3)],
+        ["mailchimp", 1, 3, pytest.approx(1 / 3)],
+        ["instagram", 0, 3, 0],
+    ]
+    assert view("top_regions_by_purchases", H01, "2024-05-02 00:00:00") == []
+
+
+def test_new_window_recomputes_only_the_hours_it_touches(s3_client, bucket, load, hook, settings):
+    for window_start in (W1, W2):
+        put_window(s3_client, bucket, window_start, WINDOWS[window_start])
+        load(window_start)
+    assert refresh(hook, settings).mode == FULL
+    before = hourly_events(hook, settings)
+    put_window(s3_client, bucket, W3, WINDOWS[W3])
+    load(W3)
+
+    pending = pending_changes(hook, settings)
+    result = refresh(hook, settings)
+
+    # W3's events span 00:20 (A7 again) .. 01:05: hours [00:00, 01:00 + 1 h + 24 h).
+    assert pending.ranges == ((H00, "2024-05-02 02:00:00"),)
+    assert (result.mode, result.hours, result.loads_applied) == (INCREMENTAL, 26, 4)
+    assert hourly_events(hook, settings) == before | {(H01, "/home", *OC, 1)}
+    assert (refresh(hook, settings).loads_applied, refresh(hook, settings).hours) == (0, 0)
+    assert_equals_full_rebuild(hook, settings)
+
+
+def test_reload_with_changed_content_equals_a_full_rebuild(
+    hand_built, s3_client, bucket, load, hook, settings
+):
+    refresh(hook, settings)
+    # W2 again: B4 (a purchase) and C1 removed, a new purchase of D added.
+    d2 = Event("D2", D, "2024-05-01 00:55:00.000000", "/confirmation")
+    put_window(s3_client, bucket, W2, [A6, A7, A8, A9, B2, B3, C2, d2])
+    load(W2)
+
+    result = refresh(hook, settings)
+
+    assert result.mode == INCREMENTAL
+    assert result.ranges == [[H00, "2024-05-02 01:00:00"]]
+    assert result.loads_applied == 4
+    assert (H00, SITE + "/product_a", *FC, 1) not in leading_pages(hook, settings)
+    assert (H00, "/home", *SN, 1) not in hourly_events(hook, settings)
+    assert (H00, "/confirmation", *OC, 1) in hourly_events(hook, settings)
+    assert (H23, "/product_a", *FC, 1) in hourly_events(hook, settings)  # B1 untouched
+    assert_equals_full_rebuild(hook, settings)
+
+    # Reload W1 with more lines: a new event of B before its purchase in W2.
+    b0 = Event("B0", B, "2024-04-30 23:55:00.000000", "/product_b")
+    put_window(s3_client, bucket, W1, [*WINDOWS[W1], b0])
+    load(W1)
+    result = refresh(hook, settings)
+    assert result.ranges == [[H22, "2024-05-02 00:00:00"]]
+    assert (H23, "/product_b", *FC, 1) in hourly_events(hook, settings)
+    assert_equals_full_rebuild(hook, settings)
+
+
+def test_empty_watermark_means_full_rebuild(hand_built, hook, settings):
+    first = refresh(hook, settings)
+    checksums = table_checksums(hook, settings)
+    rows(hook, settings, "TRUNCATE TABLE {db}.marts_applied_loads")
+
+    again = refresh(hook, settings)
+
+    assert (first.mode, again.mode) == (FULL, FULL)
+    assert again.loads_applied == 12
+    assert table_checksums(hook, settings) == checksums
+    assert set(checksums) == set(MARTS)
+
+
+def test_real_sample_gives_its_published_counts(sample_dir, s3_client, bucket, load, hook, settings):
+    window = datetime(2022, 11, 28, 21, tzinfo=UTC)
+    put_sample_window(s3_client, bucket, window, sample_dir)
+    load(window)
+
+    refresh(hook, settings)
+
+    def totals(query: str) -> dict:
+        return dict(rows(hook, settings, query))
+
+    assert totals("SELECT toString(hour), sum(events) FROM {db}.mart_hourly_events GROUP BY hour") == {
+        "2022-11-28 20:00:00": 256,
+        "2022-11-28 21:00:00": 744,
+    }
+    assert totals("SELECT page_url_path, sum(events) FROM {db}.mart_hourly_events GROUP BY 1") == {
+        "/home": 426,
+        "/product_a": 236,
+        "/product_b": 157,
+        "/cart": 93,
+        "/payment": 53,
+        "/confirmation": 35,
+    }
+    assert totals("SELECT browser_name, sum(events) FROM {db}.mart_hourly_events GROUP BY 1") == {
+        "Chrome": 439,
+        "Firefox": 373,
+        "Safari": 83,
+        "Opera": 82,
+        "InternetExplorer": 23,
+    }
+    assert totals("SELECT device_type, sum(events) FROM {db}.mart_hourly_events GROUP BY 1") == {
+        "Mobile": 672,
+        "Computer": 328,
+    }
+    assert totals("SELECT utm_source, sum(events) FROM {db}.mart_users_by_source GROUP BY 1") == {
+        "instagram": 269,
+        "facebook": 266,
+        "mailchimp": 230,
+        "google": 206,
+        "bing": 29,
+    }
+    assert rows(hook, settings, "SELECT sum(purchases) FROM {db}.mart_purchases_by_source") == [[35]]
+    assert rows(hook, settings, "SELECT sum(purchases) FROM {db}.mart_purchases_by_region") == [[35]]
+    # Leading pages never include a checkout path.
+    pages = totals("SELECT page_url, sum(purchases) FROM {db}.mart_leading_pages GROUP BY 1")
+    assert pages and not any(url.endswith(("/cart", "/payment", "/confirmation")) for url in pages)
+    assert_equals_full_rebuild(hook, settings)
+
+
+def test_merge_ranges_joins_overlapping_and_adjacent_ranges():
+    assert merge_ranges([("b", "d"), ("a", "b"), ("f", "g"), ("c", "e")]) == (("a", "e"), ("f", "g"))
+    assert merge_ranges([]) == ()
+
+
+def test_crash_before_the_watermark_is_recomputed_next_time(
+    hand_built, s3_client, bucket, load, hook, settings, monkeypatch
+):
+    from clickstream import marts
+
+    refresh(hook, settings)
+    put_window(s3_client, bucket, W2, [A6, A7, A8, A9, C1, C2])
+    load(W2)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed between the swaps and the watermark")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(marts, "_apply", crash)
+        with pytest.raises(RuntimeError):
+            refresh(hook, settings)
+
+    again = refresh(hook, settings)
+
+    assert (again.mode, again.loads_applied) == (INCREMENTAL, 4)
+    assert again.ranges == [[H00, "2024-05-02 01:00:00"]]
+    leftovers = rows(
+        hook,
+        settings,
+        "SELECT count() FROM system.tables WHERE database = '{db}' "
+        "AND (endsWith(name, '__next') OR name = 'marts_events_stage')",
+    )
+    assert leftovers == [[0]]
+    assert_equals_full_rebuild(hook, settings)
+
+
+def test_refresh_warehouse_opens_the_configured_warehouse(chdb_path, settings):
+    from clickstream.marts import refresh_warehouse
+
+    result = refresh_warehouse(settings)
+
+    assert result == {**result, "mode": FULL, "loads_applied": 0, "ranges": []}
+    assert json.loads(json.dumps(result)) == result
