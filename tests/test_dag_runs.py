@@ -72,7 +72,8 @@ def loaded_row_counts(settings) -> dict[tuple[str, str], int]:
         }
 
 
-def raw_asset_events(window_start: datetime) -> list[dict]:
+def asset_events(uri: str) -> list[dict]:
+    """Return the extras of the Asset events of ``uri``, oldest first."""
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
@@ -81,10 +82,14 @@ def raw_asset_events(window_start: datetime) -> list[dict]:
         query = (
             select(AssetEvent)
             .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
-            .where(AssetModel.uri == "clickstream/raw")
+            .where(AssetModel.uri == uri)
+            .order_by(AssetEvent.id)
         )
-        events = session.scalars(query).all()
-        return [e.extra for e in events if e.extra.get("window_start") == window_start.isoformat()]
+        return [event.extra for event in session.scalars(query).all()]
+
+
+def raw_asset_events(window_start: datetime) -> list[dict]:
+    return [e for e in asset_events("clickstream/raw") if e.get("window_start") == window_start.isoformat()]
 
 
 def test_three_generated_hours_load_every_source_line(stack, s3_client, bucket):
@@ -143,3 +148,28 @@ def test_wait_policy_fails_the_window_when_the_object_never_arrives(stack, s3_cl
     assert states[("wait_for_object", 1)] == "failed"
     assert {states[("load_table", index)] for index in range(4)} == {"upstream_failed"}
     assert states[("publish_window", -1)] == "upstream_failed"
+
+
+def test_marts_dag_brings_the_marts_to_a_full_rebuild_of_what_ingest_loaded(stack, s3_client, bucket):
+    from clickstream import marts
+
+    upload_hours(s3_client, bucket, START, 2, events_per_hour=300, seed=8)
+    for hour in HOURS[:2]:
+        assert run_ingest(hour).state == "success"
+
+    first = run_dag("clickstream_marts")
+    assert first.state == "success", task_states(first)
+    upload_hours(s3_client, bucket, HOURS[1], 1, events_per_hour=150, seed=9)
+    assert run_ingest(HOURS[1]).state == "success"
+    second = run_dag("clickstream_marts")
+    assert second.state == "success", task_states(second)
+
+    with ClickHouseHook() as hook:
+        refreshed = marts.table_checksums(hook, stack)
+        marts.full_rebuild(hook, stack)
+        assert marts.table_checksums(hook, stack) == refreshed
+        [[events]] = hook.run("select_row_count", {"database": "clickstream", "table": "mart_hourly_events"})
+    assert int(events) > 0
+    extra = asset_events("clickstream/marts")[-1]
+    assert extra["mode"] == "incremental"
+    assert extra["loads_applied"] == 4

@@ -1,4 +1,5 @@
--- Which of the named tables exist in the database.
+-- Which of the named tables (a JSON array of names) exist in the database. Lists travel
+-- as JSON text: chdb and clickhouse-driver do not bind array parameters alike.
 SELECT name
 FROM system.tables
-WHERE database = {database:String} AND name IN {tables:Array(String)};
+WHERE database = {database:String} AND has(JSONExtract({tables:String}, 'Array(String)'), name);

@@ -7,6 +7,7 @@ emptied, never dropped, so the DAGs keep working right after.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import asdict, dataclass
@@ -81,7 +82,10 @@ def truncate(hook: ClickHouseHook, settings: Settings, scope: str, dry_run: bool
     database = settings.warehouse.database
     tables = owned_tables(settings, scope)
     existing = {
-        name for (name,) in hook.run("select_existing_tables", {"database": database, "tables": tables})
+        name
+        for (name,) in hook.run(
+            "select_existing_tables", {"database": database, "tables": json.dumps(tables)}
+        )
     }
     report = []
     for table in tables:

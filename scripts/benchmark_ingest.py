@@ -1,0 +1,245 @@
+"""Benchmark the hourly load on the local stack (moto_server + chdb), all numbers in one run.
+
+Measured for one generated hour of 1,000,000 events (four tables, ~1.2 GB of JSON lines):
+
+* this loader, end to end: download, unzip to disk, parse and insert each of the four
+  objects, commit (``WindowLoader``, as the ingest DAG runs it), in a fresh process;
+* the engine's limit: ``INSERT ... SELECT FROM file(..., JSONEachRow)`` of the same files
+  already decompressed on local disk, in a fresh process;
+* a seed-style loader, as the old projects did it: the whole object read into memory,
+  ``.decode().splitlines()``, ``json.loads`` per line, rows sent back as JSON in batches;
+* peak RSS of the loading process for an hour of 100,000 and of 1,000,000 events.
+
+Each measurement runs in its own process so that its peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+import zipfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
+
+import local_stack
+
+SMALL_HOUR = datetime(2024, 4, 10, 23, tzinfo=UTC)
+LARGE_HOUR = datetime(2024, 4, 11, 0, tzinfo=UTC)
+SEED = 20240410
+BUCKET = "clickstream-benchmark"
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _peak_python_heap_mb() -> float:
+    """Peak of the Python heap since tracing started: the loader's own memory, engine excluded."""
+    return tracemalloc.get_traced_memory()[1] / 2**20
+
+
+def _settings(bucket: str):
+    from dataclasses import replace
+
+    from clickstream.config import get_settings
+
+    settings = get_settings()
+    return replace(settings, source=replace(settings.source, bucket=bucket))
+
+
+def measure_loader(window: str) -> dict:
+    """Load all tables of ``window`` with the product's loader."""
+    from clickstream.loading import WindowLoader, ensure_schema, parse_window_start, source_bucket
+    from clickstream.warehouse import ClickHouseHook
+
+    settings = _settings(BUCKET)
+    with ClickHouseHook() as hook:
+        ensure_schema(hook, settings)
+        loader = WindowLoader(hook, source_bucket(settings), settings)
+        tracemalloc.start()
+        started = time.perf_counter()
+        rows = sum(loader.load(table, parse_window_start(window)).rows for table in settings.tables)
+        seconds = time.perf_counter() - started
+    return {"seconds": seconds, "rows": rows, "peak_rss_mb": _peak_rss_mb(), "peak_heap_mb": _peak_python_heap_mb()}
+
+
+def measure_engine(files_dir: str) -> dict:
+    """Insert the decompressed files with the engine alone: the upper bound of any loader."""
+    from clickstream.loading import ensure_schema
+    from clickstream.warehouse import ClickHouseHook
+
+    settings = _settings(BUCKET)
+    with ClickHouseHook() as hook:
+        ensure_schema(hook, settings)
+        started = time.perf_counter()
+        for table in settings.tables:
+            hook.run(
+                "benchmark_insert_file_limit",
+                {
+                    "database": settings.warehouse.database,
+                    "loads_table": table.loads_table,
+                    "path": str(Path(files_dir) / f"{table.name}.jsonl"),
+                    "structure": ", ".join(f"{c.name} {c.type}" for c in table.columns),
+                },
+            )
+        seconds = time.perf_counter() - started
+        rows = sum(
+            int(
+                hook.run(
+                    "select_row_count", {"database": settings.warehouse.database, "table": t.loads_table}
+                )[0][0]
+            )
+            for t in settings.tables
+        )
+    return {"seconds": seconds, "rows": rows, "peak_rss_mb": _peak_rss_mb()}
+
+
+def measure_seed_style(window: str) -> dict:
+    """Load like the old projects: whole object in memory, json.loads per line, rows re-sent."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    from clickstream.loading import ensure_schema, parse_window_start
+    from clickstream.source import object_key
+    from clickstream.warehouse import ClickHouseHook
+
+    settings = _settings(BUCKET)
+    client = S3Hook(aws_conn_id=settings.source.conn_id).get_conn()
+    with ClickHouseHook() as hook:
+        ensure_schema(hook, settings)
+        started = time.perf_counter()
+        rows = 0
+        for table in settings.tables:
+            key = object_key(settings.source.key_template, parse_window_start(window), table.name)
+            body = client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+            text = zipfile.ZipFile(io.BytesIO(body)).read(f"{table.name}.jsonl").decode()
+            records = [json.loads(line) for line in text.splitlines()]
+            for start in range(0, len(records), 100_000):
+                batch = records[start : start + 100_000]
+                hook.run(
+                    "benchmark_insert_json_rows",
+                    {
+                        "database": settings.warehouse.database,
+                        "loads_table": table.loads_table,
+                        "rows": "\n".join(json.dumps(record) for record in batch),
+                        "structure": ", ".join(f"{c.name} {c.type}" for c in table.columns),
+                    },
+                )
+            rows += len(records)
+        seconds = time.perf_counter() - started
+    return {"seconds": seconds, "rows": rows, "peak_rss_mb": _peak_rss_mb()}
+
+
+MEASUREMENTS = {"loader": measure_loader, "engine": measure_engine, "seed": measure_seed_style}
+
+
+def run_child(kind: str, argument: str, chdb_path: Path) -> dict:
+    env = {**os.environ, "AIRFLOW_CONN_CLICKHOUSE_DEFAULT": local_stack.chdb_connection_uri(chdb_path)}
+    completed = subprocess.run(
+        [sys.executable, __file__, "--child", kind, argument], env=env, capture_output=True, text=True
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"measurement {kind!r} failed:\n{completed.stderr[-3000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def generate(hour: datetime, events: int, workdir: Path, s3_client) -> float:
+    from clickstream.config import get_settings
+    from clickstream.generator import write_hour_archives
+    from clickstream.source import object_key
+
+    started = time.perf_counter()
+    directory = workdir / hour.strftime("%Y%m%d%H")
+    directory.mkdir()
+    for table, path in write_hour_archives(hour, events, SEED, directory).items():
+        s3_client.upload_file(str(path), BUCKET, object_key(get_settings().source.key_template, hour, table))
+    return time.perf_counter() - started
+
+
+def decompress(hour: datetime, workdir: Path) -> Path:
+    target = workdir / "decompressed"
+    target.mkdir()
+    for archive_path in (workdir / hour.strftime("%Y%m%d%H")).glob("*.zip"):
+        with zipfile.ZipFile(archive_path) as archive:
+            archive.extractall(target)
+    return target
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=1_000_000, help="events of the large hour")
+    parser.add_argument("--small-events", type=int, default=100_000, help="events of the small hour")
+    parser.add_argument("--child", nargs=2, metavar=("KIND", "ARG"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, argument = args.child
+        print(json.dumps(MEASUREMENTS[kind](argument)))
+        return
+
+    with (
+        tempfile.TemporaryDirectory(prefix="clickstream-bench-") as tmp,
+        local_stack.moto_server() as endpoint,
+    ):
+        workdir = Path(tmp)
+        os.environ["AIRFLOW_CONN_CLICKSTREAM_S3"] = local_stack.s3_connection_uri(endpoint)
+        os.environ.update(local_stack.airflow_environment(workdir / "airflow"))
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        client = S3Hook(aws_conn_id="clickstream_s3").get_conn()
+        client.create_bucket(Bucket=BUCKET)
+        print(f"Generating {args.small_events:,} and {args.events:,} events ...", flush=True)
+        generate(SMALL_HOUR, args.small_events, workdir, client)
+        generation = generate(LARGE_HOUR, args.events, workdir, client)
+        print(f"  the large hour took {generation:.1f} s to generate and upload", flush=True)
+        files = decompress(LARGE_HOUR, workdir)
+
+        small = run_child("loader", SMALL_HOUR.isoformat(), workdir / "chdb-small")
+        large = run_child("loader", LARGE_HOUR.isoformat(), workdir / "chdb-large")
+        engine = run_child("engine", str(files), workdir / "chdb-engine")
+        seed = run_child("seed", LARGE_HOUR.isoformat(), workdir / "chdb-seed")
+
+    rows = large["rows"]
+    print(f"\nOne hour of {args.events:,} events ({rows:,} rows over four tables):")
+    print(f"{'':<34}{'seconds':>10}{'rows/s':>14}{'peak RSS MB':>14}{'Python heap MB':>16}")
+    for name, result in (
+        ("this loader (end to end)", large),
+        ("engine limit (file() of unzipped)", engine),
+        ("seed-style loader", seed),
+        (f"this loader, {args.small_events:,} events", small),
+    ):
+        rate = result["rows"] / result["seconds"]
+        heap = f"{result['peak_heap_mb']:>16.1f}" if "peak_heap_mb" in result else f"{'-':>16}"
+        print(f"{name:<34}{result['seconds']:>10.2f}{rate:>14,.0f}{result['peak_rss_mb']:>14.0f}{heap}")
+
+    ratio_to_limit = engine["seconds"] / large["seconds"]
+    speedup_over_seed = seed["seconds"] / large["seconds"]
+    rss_growth = large["peak_rss_mb"] / small["peak_rss_mb"]
+    print("\nTargets:")
+    print(
+        f"  share of the engine's limit  {ratio_to_limit:5.2f} x   (target >= 0.6)  {_verdict(ratio_to_limit >= 0.6)}"
+    )
+    print(
+        f"  speed-up over seed-style     {speedup_over_seed:5.2f} x   (target >= 3)    {_verdict(speedup_over_seed >= 3)}"
+    )
+    print(
+        f"  peak RSS 1M / 100k           {rss_growth:5.2f} x   (target <= 1.5)  {_verdict(rss_growth <= 1.5)}"
+    )
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "MISSED"
+
+
+if __name__ == "__main__":
+    main()
