@@ -70,7 +70,12 @@ def measure_loader(window: str) -> dict:
         started = time.perf_counter()
         rows = sum(loader.load(table, parse_window_start(window)).rows for table in settings.tables)
         seconds = time.perf_counter() - started
-    return {"seconds": seconds, "rows": rows, "peak_rss_mb": _peak_rss_mb(), "peak_heap_mb": _peak_python_heap_mb()}
+    return {
+        "seconds": seconds,
+        "rows": rows,
+        "peak_rss_mb": _peak_rss_mb(),
+        "peak_heap_mb": _peak_python_heap_mb(),
+    }
 
 
 def measure_engine(files_dir: str) -> dict:

@@ -9,6 +9,7 @@ Everything lives under .local/standalone and survives restarts; `make clean` rem
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import subprocess
@@ -17,14 +18,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
 
-import local_stack  # noqa: E402
+import local_stack
 
 HOME = local_stack.PROJECT_ROOT / ".local" / "standalone"
 PORT = 4566
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--hours", type=int, default=3, help="hours to generate into the bucket")
     parser.add_argument("--events-per-hour", type=int, default=2000)
     args = parser.parse_args()
@@ -44,7 +47,9 @@ def main() -> None:
         settings = get_settings()
         client = S3Hook(aws_conn_id=settings.source.conn_id).get_conn()
         client.create_bucket(Bucket=settings.source.bucket)
-        upload_hours(client, settings.source.bucket, settings.start_date, args.hours, args.events_per_hour, seed=1)
+        upload_hours(
+            client, settings.source.bucket, settings.start_date, args.hours, args.events_per_hour, seed=1
+        )
         local_stack.airflow_cli("db", "migrate", env=env)
         local_stack.airflow_cli(
             "pools", "set", settings.warehouse.pool, "1", "chdb: one process per data path", env=env
@@ -54,10 +59,10 @@ def main() -> None:
             f"{HOME / 'airflow'}). Unpause clickstream_ingest_hourly and clickstream_marts.\n",
             flush=True,
         )
-        try:
-            subprocess.run([str(Path(sys.executable).with_name("airflow")), "standalone"], env=os.environ, check=False)
-        except KeyboardInterrupt:
-            pass
+        with contextlib.suppress(KeyboardInterrupt):
+            subprocess.run(
+                [str(Path(sys.executable).with_name("airflow")), "standalone"], env=os.environ, check=False
+            )
 
 
 if __name__ == "__main__":
