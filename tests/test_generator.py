@@ -347,7 +347,7 @@ def test_daily_curve_shapes_the_volume_only_when_asked():
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        pytest.param({"window_start": HOUR.replace(tzinfo=None)}, "timezone-aware", id="naive-hour"),
+        pytest.param({"window_start": HOUR.replace(tzinfo=None)}, "must carry a UTC offset", id="naive-hour"),
         pytest.param({"window_start": HOUR.replace(minute=30)}, "hour boundary", id="mid-hour"),
         pytest.param({"events_per_hour": 0}, "positive integer", id="no-events"),
         pytest.param({"late_fraction": 1.0}, "late_fraction", id="all-late"),

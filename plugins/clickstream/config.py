@@ -116,14 +116,24 @@ def _require(section: dict, key: str, where: str):
         raise ConfigError(f"{where}: missing required key {key!r}") from None
 
 
-def _parse_start_date(raw: str) -> datetime:
-    value = datetime.fromisoformat(raw)
+def utc_hour(value: datetime) -> datetime:
+    """Return ``value`` in UTC, checking that it is timezone-aware and on an hour boundary.
+
+    :raises ValueError: naive, or not on an hour boundary.
+    """
     if value.tzinfo is None:
-        raise ConfigError(f"start_date {raw!r} must carry a UTC offset")
+        raise ValueError(f"{value.isoformat()} must carry a UTC offset")
     value = value.astimezone(UTC)
     if (value.minute, value.second, value.microsecond) != (0, 0, 0):
-        raise ConfigError(f"start_date {raw!r} must be an hour boundary")
+        raise ValueError(f"{value.isoformat()} is not on an hour boundary")
     return value
+
+
+def _parse_start_date(raw: str) -> datetime:
+    try:
+        return utc_hour(datetime.fromisoformat(raw))
+    except ValueError as error:
+        raise ConfigError(f"start_date {raw!r}: {error}") from None
 
 
 def _parse_tables(raw: dict) -> tuple[SourceTable, ...]:

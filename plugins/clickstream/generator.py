@@ -66,7 +66,7 @@ from pathlib import Path
 from queue import Queue
 from typing import TYPE_CHECKING, NamedTuple
 
-from clickstream.config import SourceTable, get_settings
+from clickstream.config import SourceTable, get_settings, utc_hour
 from clickstream.source import member_name, object_key
 
 if TYPE_CHECKING:
@@ -288,15 +288,6 @@ def _sample_path(uniform) -> list[str]:
     while (page := _JUMPS[page].pick(uniform())) != END:
         path.append(page)
     return path
-
-
-def _hour_start(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        raise ValueError(f"hour {value.isoformat()} must be timezone-aware (UTC)")
-    value = value.astimezone(UTC)
-    if (value.minute, value.second, value.microsecond) != (0, 0, 0):
-        raise ValueError(f"hour {value.isoformat()} must be an hour boundary")
-    return value
 
 
 class _StartShape:
@@ -537,7 +528,7 @@ def generate_hour(
         raise ValueError(f"events_per_hour must be a positive integer, got {events_per_hour!r}")
     if not 0.0 <= late_fraction < 1.0:
         raise ValueError(f"late_fraction must be in [0, 1), got {late_fraction!r}")
-    hour = _hour_start(window_start)
+    hour = utc_hour(window_start)
     users = _Users(seed, events_per_hour)
     previous, current = (
         _Stream(seed, start, hour_volume(start, events_per_hour, daily_curve), late_fraction)
@@ -704,7 +695,7 @@ def write_hour_archives(
     """
     tables = tuple(tables if tables is not None else get_settings().tables)
     renderer = _LineRenderer(tables)
-    hour = _hour_start(window_start)
+    hour = utc_hour(window_start)
     paths = {table.name: Path(directory) / f"{table.name}.jsonl.zip" for table in tables}
     # a partition holds at most the page views of two streams; lines stay under 400 bytes
     bound = hour_volume(hour - HOUR, events_per_hour, daily_curve) + hour_volume(
@@ -791,7 +782,7 @@ def upload_hours(
         key_template = key_template or settings.source.key_template
         tables = tables if tables is not None else settings.tables
     client = _s3_client(s3)
-    first = _hour_start(start)
+    first = utc_hour(start)
     keys = []
     for offset in range(hours):
         hour = first + offset * HOUR
@@ -815,7 +806,7 @@ def upload_hours(
 
 def _parse_hour(text: str) -> datetime:
     try:
-        return _hour_start(datetime.fromisoformat(text))
+        return utc_hour(datetime.fromisoformat(text))
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 

@@ -11,13 +11,14 @@ Rows of superseded and failed loads are deleted afterwards; that only saves spac
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
-from clickstream.config import Settings, SourceTable
+from clickstream.config import Settings, SourceTable, utc_hour
 from clickstream.records import RecordReader
 from clickstream.source import SourceBucket, SourceFormatError, SourceObjectMissing, member_name, object_key
 from clickstream.warehouse import ClickHouseHook
@@ -64,12 +65,10 @@ def parse_window_start(value: str) -> datetime:
         raise WindowError(
             f"window_start {value!r} is not an ISO timestamp such as 2024-04-10T23:00:00Z"
         ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    parsed = parsed.astimezone(UTC)
-    if (parsed.minute, parsed.second, parsed.microsecond) != (0, 0, 0):
-        raise WindowError(f"window_start {value!r} is not on an hour boundary")
-    return parsed
+    try:
+        return utc_hour(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC))
+    except ValueError as error:
+        raise WindowError(f"window_start {value!r}: {error}") from None
 
 
 def resolve_window(window_start_param: str | None, data_interval_start: datetime | None) -> datetime:
@@ -131,8 +130,17 @@ class WindowLoader:
         except Exception as error:
             self._record_failure(attempt, error)
             raise
-        self.hook.run("delete_superseded_loads", {**attempt.target(self.settings), "table_name": table.name})
+        self._delete_superseded(attempt)
         return result
+
+    def _delete_superseded(self, attempt: _Attempt) -> None:
+        # A DELETE is a mutation that visits the window's parts even when it matches nothing,
+        # so it only runs when an earlier load of the window is actually hidden.
+        target = {**attempt.target(self.settings), "table_name": attempt.table.name}
+        superseded = [load_id for (load_id,) in self.hook.run("select_superseded_loads", target)]
+        if superseded:
+            self.hook.run("delete_superseded_loads", {**target, "load_ids": json.dumps(superseded)})
+            log.info("Deleted the rows of %d superseded load(s) of %s", len(superseded), attempt.table.name)
 
     def _stage_and_commit(self, attempt: _Attempt) -> LoadResult:
         table = attempt.table
