@@ -118,7 +118,7 @@ class SourceBucket:
                     spool.write(chunk)
             etag = response.get("ETag", "").strip('"')
             size = archive_path.stat().st_size
-            member_path = _unwrap_member(archive_path, member, Path(workdir), self.bucket, key)
+            member_path = unwrap_member(archive_path, member, Path(workdir), self.bucket, key)
             log.info("Fetched s3://%s/%s (etag %s, %d bytes)", self.bucket, key, etag, size)
             yield FetchedObject(self.bucket, key, etag, size, member_path)
 
@@ -127,7 +127,7 @@ _LOCAL_HEADER = struct.Struct("<4s5H3L2H")
 _LOCAL_HEADER_SIGNATURE = b"PK\x03\x04"
 
 
-def _unwrap_member(archive_path: Path, member: str, workdir: Path, bucket: str, key: str) -> Path:
+def unwrap_member(archive_path: Path, member: str, workdir: Path, bucket: str, key: str) -> Path:
     """Copy ``member``'s bytes out of the archive: a deflated one as gzip, a stored one as is."""
     try:
         with zipfile.ZipFile(archive_path) as archive:
