@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import cached_property
 from itertools import islice
@@ -172,11 +172,6 @@ class ClickHouseHook(BaseHook):
         for statement in sql.statements(name):
             rows = self.backend.execute(statement, params or {})
         return rows
-
-    def run_each(self, name: str, params_list: Iterable[Params]) -> None:
-        """Run ``include/sql/<name>.sql`` once per set of parameters."""
-        for params in params_list:
-            self.run(name, params)
 
     def load_json_lines(self, target: Params, table: SourceTable, path: Path, metadata: Params) -> None:
         """Append the JSON lines of ``path`` to ``table``'s loads table, typed per the config."""
