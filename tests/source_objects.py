@@ -38,3 +38,18 @@ def put_sample_window(s3_client, bucket: str, window_start: datetime, sample_dir
         put_table(s3_client, bucket, window_start, table, lines)
         counts[table] = len(lines)
     return counts
+
+
+def device_record(**overrides) -> dict:
+    """One valid device_events record; ``overrides`` replace its values."""
+    record = {
+        "click_id": "10000000-0000-4000-8000-000000000001",
+        "os": "Android 1.5",
+        "os_name": "Android",
+        "os_timezone": "UTC",
+        "device_type": "Mobile",
+        "device_is_mobile": True,
+        "user_custom_id": "someone@example.com",
+        "user_domain_id": "20000000-0000-4000-8000-000000000001",
+    }
+    return record | overrides

@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from source_objects import put_object, put_sample_window, put_table, zip_bytes
+from source_objects import device_record, put_object, put_sample_window, put_table, zip_bytes
 
 from clickstream.config import get_settings
 from clickstream.loading import (
@@ -229,16 +229,7 @@ def test_an_uncompressed_member_loads_too(s3_client, bucket, loader, warehouse, 
 
 
 def test_wrong_type_in_other_tables_is_named(s3_client, bucket, loader, settings):
-    line = {
-        "click_id": "10000000-0000-4000-8000-000000000001",
-        "os": "Android 1.5",
-        "os_name": "Android",
-        "os_timezone": "UTC",
-        "device_type": "Mobile",
-        "device_is_mobile": "yes",
-        "user_custom_id": "someone@example.com",
-        "user_domain_id": "20000000-0000-4000-8000-000000000001",
-    }
+    line = device_record(device_is_mobile="yes")
     put_table(s3_client, bucket, HOUR, "device_events", [json.dumps(line)])
     with pytest.raises(SourceFormatError, match=r"line 1: key 'device_is_mobile' holds 'yes'"):
         loader.load(settings.table("device_events"), HOUR)

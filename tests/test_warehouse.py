@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
+from source_objects import device_record
 
 from clickstream.config import get_settings
 from clickstream.loading import ensure_schema
@@ -121,16 +122,7 @@ def test_a_server_connection_builds_a_native_client_with_server_side_parameters(
 
 def test_a_server_receives_typed_rows_in_native_blocks(server_connection, tmp_path):
     table = get_settings().table("device_events")
-    line = {
-        "click_id": "10000000-0000-4000-8000-000000000001",
-        "os": "Android 1.5",
-        "os_name": "Android",
-        "os_timezone": "UTC",
-        "device_type": "Mobile",
-        "device_is_mobile": True,
-        "user_custom_id": "someone@example.com",
-        "user_domain_id": "20000000-0000-4000-8000-000000000001",
-    }
+    line = device_record()
     path = tmp_path / "device_events.jsonl"
     path.write_text(json.dumps(line) + "\n")
     load_id = str(uuid.uuid4())
