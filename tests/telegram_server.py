@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 from urllib.parse import parse_qs
 
+import local_stack
 import pytest
 
 TOKEN = "123456789:AAH-fakeTokenForTests_0123456789abcdefXYZ"
@@ -163,13 +163,6 @@ class FakeTelegramServer(ThreadingHTTPServer):
         self._thread.join(timeout=5)
 
 
-def unused_port() -> int:
-    """Return a loopback port that nothing listens on (free at the time of the call)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def connection_uri_json(server_base_url: str, token: str = TOKEN, chat_id: str = CHAT_ID) -> str:
     """Return a JSON Airflow connection for Telegram that points the client at ``server_base_url``.
 
@@ -206,6 +199,6 @@ def telegram_server():
 @pytest.fixture
 def telegram_unreachable(monkeypatch):
     """Point ``telegram_default`` at a loopback port nothing listens on; yield token and base_url."""
-    base_url = f"http://127.0.0.1:{unused_port()}/bot"
+    base_url = f"http://127.0.0.1:{local_stack.free_port()}/bot"
     monkeypatch.setenv("AIRFLOW_CONN_TELEGRAM_DEFAULT", connection_uri_json(base_url))
     return SimpleNamespace(token=TOKEN, chat_id=CHAT_ID, base_url=base_url)
