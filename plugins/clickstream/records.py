@@ -83,6 +83,17 @@ def converter_for(clickhouse_type: str) -> Callable:
         raise ValueError(f"no reader for ClickHouse type {clickhouse_type!r}") from None
 
 
+def _json_problem(error: json.JSONDecodeError) -> str:
+    """Say where in its line a JSON document breaks, by column: the line number is the caller's.
+
+    json's own message counts lines inside the document ("line 2 column 1" when a line
+    ends too early), which would sit beside the file's real line number.
+    """
+    text = error.doc.decode("utf-8", "replace") if isinstance(error.doc, bytes) else error.doc
+    where = "the end of the line" if error.pos >= len(text.rstrip("\r\n")) else f"column {error.pos + 1}"
+    return f"{error.msg} {where}" if error.msg.endswith(" at") else f"{error.msg} at {where}"
+
+
 @dataclass(frozen=True)
 class RecordReader:
     """Reads the lines of one source table into typed tuples in the configured column order."""
@@ -102,6 +113,8 @@ class RecordReader:
         """
         try:
             document = json.loads(raw)
+        except json.JSONDecodeError as error:
+            raise RecordError(line, f"malformed JSON ({_json_problem(error)})") from None
         except ValueError as error:
             raise RecordError(line, f"malformed JSON ({error})") from None
         if not isinstance(document, dict):
