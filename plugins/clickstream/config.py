@@ -78,6 +78,7 @@ class IngestSettings:
     max_active_runs: int
     retries: int
     retry_delay_seconds: int
+    load_deadline_seconds: int
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,13 @@ def _require(section: dict, key: str, where: str):
         return section[key]
     except KeyError:
         raise ConfigError(f"{where}: missing required key {key!r}") from None
+
+
+def _positive(section: dict, key: str, where: str) -> int:
+    value = _require(section, key, where)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{where}.{key} is {value!r}; expected a whole number of seconds above 0")
+    return value
 
 
 def utc_hour(value: datetime) -> datetime:
@@ -187,6 +195,7 @@ def parse_settings(raw: dict) -> Settings:
             max_active_runs=int(_require(ingest, "max_active_runs", "ingest")),
             retries=int(_require(ingest, "retries", "ingest")),
             retry_delay_seconds=int(_require(ingest, "retry_delay_seconds", "ingest")),
+            load_deadline_seconds=_positive(ingest, "load_deadline_seconds", "ingest"),
         ),
         marts=MartSettings(
             purchase_page_path=_require(marts, "purchase_page_path", "marts"),

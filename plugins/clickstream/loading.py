@@ -6,7 +6,13 @@ row in ``ingest_log`` is the newest. The commit is one single-row INSERT, which 
 applies atomically, so a reader sees the window's previous content or its new content,
 never a mix. Loads of different windows, or of the same window, never write the same rows,
 so they can run concurrently even inside one partition: nothing is read-modified-written.
-Rows of superseded and failed loads are deleted afterwards; that only saves space.
+
+Every attempt writes a ``started`` row before anything else, so one that is killed stays
+visible. Rows no reader will see again (of superseded, failed and abandoned loads) are
+deleted afterwards, which only saves space: by the next load of the window, or by
+``sweep_orphaned_loads``. A load that has not committed within
+``ingest.load_deadline_seconds`` of its start gives up instead of committing, so staged
+rows older than that belong to a dead process and may be deleted while other loads run.
 """
 
 from __future__ import annotations
@@ -20,7 +26,14 @@ from datetime import UTC, datetime, timedelta
 
 from clickstream.config import Settings, SourceTable, utc_hour
 from clickstream.records import RecordReader
-from clickstream.source import SourceBucket, SourceFormatError, SourceObjectMissing, member_name, object_key
+from clickstream.source import (
+    SourceBucket,
+    SourceFormatError,
+    SourceObjectMissing,
+    member_name,
+    object_key,
+    verify_member,
+)
 from clickstream.warehouse import ClickHouseHook
 
 log = logging.getLogger(__name__)
@@ -36,6 +49,10 @@ class WindowError(ValueError):
 
 class WarehouseRejectedObject(RuntimeError):
     """ClickHouse refused an object that the reference reader accepts; names the object."""
+
+
+class LoadDeadlineExceeded(RuntimeError):
+    """A load ran past ``ingest.load_deadline_seconds`` and did not commit; names the object."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +103,10 @@ def resolve_window(window_start_param: str | None, data_interval_start: datetime
     )
 
 
+# The widest range of DateTime, for a sweep over every window.
+_ALL_WINDOWS = {"from_window": "1970-01-01 00:00:00", "to_window": "2106-02-07 06:28:15"}
+
+
 def ensure_schema(hook: ClickHouseHook, settings: Settings) -> None:
     """Create the database, the ingest log and every source table that does not exist yet."""
     database = {"database": settings.warehouse.database}
@@ -114,33 +135,36 @@ class WindowLoader:
         """Replace ``table``'s content for the hour at ``window_start`` with its source object.
 
         :raises SourceObjectMissing: the object is absent and the policy is not ``skip``.
-        :raises SourceFormatError: the object is not a ZIP with the table's JSON lines; the
-            message names bucket, key and line. The window keeps its previous content.
+        :raises SourceFormatError: the object is not a ZIP with the table's JSON lines, or a
+            member is damaged; the message names bucket, key and (where one is at fault)
+            line. The window keeps its previous content.
+        :raises LoadDeadlineExceeded: the load took longer than its deadline; nothing changed.
         """
         key = object_key(self.settings.source.key_template, window_start, table.name)
         attempt = _Attempt(table, window_start, key, run_id, try_number)
+        # On record before anything is staged: an attempt killed from here on leaves this row.
+        self._log(attempt, status="started")
         try:
-            result = self._stage_and_commit(attempt)
-        except SourceObjectMissing as missing:
-            if self.settings.source.missing_object_policy != "skip":
-                self._record_failure(attempt, missing)
-                raise
-            log.warning("%s; policy 'skip' commits an empty window", missing)
-            result = self._commit(attempt, status="skipped", rows=0)
+            try:
+                result = self._stage_and_commit(attempt)
+            except SourceObjectMissing as missing:
+                if self.settings.source.missing_object_policy != "skip":
+                    raise
+                log.warning("%s; policy 'skip' commits an empty window", missing)
+                result = self._commit(attempt, status="skipped", rows=0)
         except Exception as error:
             self._record_failure(attempt, error)
             raise
-        self._delete_superseded(attempt)
+        self._delete_orphans(attempt)
         return result
 
-    def _delete_superseded(self, attempt: _Attempt) -> None:
-        # A DELETE is a mutation that visits the window's parts even when it matches nothing,
-        # so it only runs when an earlier load of the window is actually hidden.
-        target = {**attempt.target(self.settings), "table_name": attempt.table.name}
-        superseded = [load_id for (load_id,) in self.hook.run("select_superseded_loads", target)]
-        if superseded:
-            self.hook.run("delete_superseded_loads", {**target, "load_ids": json.dumps(superseded)})
-            log.info("Deleted the rows of %d superseded load(s) of %s", len(superseded), attempt.table.name)
+    def _delete_orphans(self, attempt: _Attempt) -> None:
+        """Delete the rows of the window's loads that no reader will see again, if there are any."""
+        window = attempt.window_start.strftime(_SECOND)
+        orphans = find_orphaned_loads(
+            self.hook, self.settings, attempt.table, from_window=window, to_window=window
+        )
+        delete_loads(self.hook, self.settings, attempt.table, orphans)
 
     def _stage_and_commit(self, attempt: _Attempt) -> LoadResult:
         table = attempt.table
@@ -154,11 +178,14 @@ class WindowLoader:
                 "source_etag": fetched.etag,
                 "loaded_at": datetime.now(UTC).strftime(_MICROSECOND),
             }
+            attempt.staging_started = True
             try:
                 self.hook.load_json_lines(target, table, fetched.member_path, metadata)
             except Exception as engine_error:
-                # The engine's message points at a row of a parallel parser; the reference
-                # reader names the exact line and key, and confirms the file is at fault.
+                # The engine's message points at a row of a parallel parser. A damaged member
+                # is named first (with the line where its data stops decoding, or its CRC);
+                # then the reference reader names the exact line and key at fault.
+                verify_member(fetched.archive_path, fetched.member, self.bucket.bucket, attempt.key)
                 located = RecordReader(table).first_error(fetched.member_path)
                 if located is not None:
                     raise SourceFormatError(
@@ -177,6 +204,17 @@ class WindowLoader:
     def _commit(
         self, attempt: _Attempt, status: str, rows: int, min_time: str = "", max_time: str = ""
     ) -> LoadResult:
+        deadline = self.settings.ingest.load_deadline_seconds
+        elapsed = time.monotonic() - attempt.started_monotonic
+        if elapsed > deadline:
+            # Past its deadline a load may already count as abandoned, and its staged rows
+            # be swept: committing now could show a window without its rows.
+            raise LoadDeadlineExceeded(
+                f"s3://{self.bucket.bucket}/{attempt.key}: the load took {elapsed:.1f} s, longer than "
+                f"ingest.load_deadline_seconds ({deadline}); it did not commit, the window keeps its "
+                "previous content"
+            )
+        attempt.commit_sent = True
         self._log(attempt, status=status, rows=rows, min_time=min_time, max_time=max_time)
         result = LoadResult(
             table=attempt.table.name,
@@ -203,7 +241,12 @@ class WindowLoader:
 
     def _record_failure(self, attempt: _Attempt, error: Exception) -> None:
         self._log(attempt, status="failed", error=f"{type(error).__name__}: {error}")
-        self.hook.run("delete_load_rows", attempt.target(self.settings))
+        if attempt.commit_sent:
+            # The commit may have landed before its reply was lost: the rows may be the
+            # window's content now. The next load or sweep removes them only if they are not.
+            return
+        if attempt.staging_started:
+            self.hook.run("delete_load_rows", attempt.target(self.settings))
 
     def _log(
         self,
@@ -214,7 +257,8 @@ class WindowLoader:
         max_time: str = "",
         error: str = "",
     ) -> None:
-        finished = datetime.now(UTC)
+        # The started row is written at the start: its finished_at is its started_at.
+        finished = attempt.started_at if status == "started" else datetime.now(UTC)
         self.hook.run(
             "insert_ingest_log",
             {
@@ -254,6 +298,8 @@ class _Attempt:
         self.started_monotonic = time.monotonic()
         self.source_etag = ""
         self.source_bytes = 0
+        self.staging_started = False
+        self.commit_sent = False
 
     def target(self, settings: Settings) -> dict:
         return {
@@ -268,10 +314,91 @@ def source_bucket(settings: Settings) -> SourceBucket:
     return SourceBucket(settings.source.conn_id, settings.source.bucket)
 
 
+def find_orphaned_loads(
+    hook: ClickHouseHook,
+    settings: Settings,
+    table: SourceTable,
+    from_window: str = _ALL_WINDOWS["from_window"],
+    to_window: str = _ALL_WINDOWS["to_window"],
+    older_than: timedelta | None = None,
+) -> list[tuple[str, str, int]]:
+    """Return the loads of ``table`` in [from_window, to_window] whose staged rows no reader will see.
+
+    Those are loads that finished (any status but ``started``) without being the window's
+    committed load, and loads that started more than ``older_than`` ago and never finished:
+    past its deadline a load no longer commits. Only loads that still have rows are listed.
+
+    :param older_than: at least ``ingest.load_deadline_seconds``; default twice that, which
+        leaves room for clocks of different workers that disagree.
+    :return: (window_start, load_id, rows) of each such load.
+    """
+    deadline = timedelta(seconds=settings.ingest.load_deadline_seconds)
+    older_than = 2 * deadline if older_than is None else older_than
+    if older_than < deadline:
+        raise ValueError(
+            f"older_than {older_than} is shorter than ingest.load_deadline_seconds ({deadline}): "
+            "the rows of loads still in flight could be deleted"
+        )
+    rows = hook.run(
+        "select_orphaned_loads",
+        {
+            "database": settings.warehouse.database,
+            "loads_table": table.loads_table,
+            "table_name": table.name,
+            "from_window": from_window,
+            "to_window": to_window,
+            "started_before": (datetime.now(UTC) - older_than).strftime(_MICROSECOND),
+        },
+    )
+    return [(window, load_id, int(count)) for window, load_id, count in rows]
+
+
+def delete_loads(hook: ClickHouseHook, settings: Settings, table: SourceTable, loads: list[tuple]) -> None:
+    """Delete the staged rows of ``loads`` ((window_start, load_id, ...) each) from ``table``'s loads table.
+
+    Does nothing for an empty list: a DELETE is a mutation that visits the table's parts
+    even when it matches nothing.
+    """
+    if not loads:
+        return
+    hook.run(
+        "delete_orphaned_loads",
+        {
+            "database": settings.warehouse.database,
+            "loads_table": table.loads_table,
+            "windows": json.dumps(sorted({window for window, *_ in loads})),
+            "load_ids": json.dumps([load_id for _, load_id, *_ in loads]),
+        },
+    )
+    log.info("Deleted the staged rows of %d orphaned load(s) of %s", len(loads), table.name)
+
+
+def sweep_orphaned_loads(
+    hook: ClickHouseHook, settings: Settings, older_than: timedelta | None = None
+) -> dict[str, int]:
+    """Delete, in every window of every table, the staged rows no reader will see again.
+
+    Safe while other loads run: a load still within its deadline is never touched. Costs one
+    SELECT per table (ingest_log and the loads tables' primary keys) when there is nothing
+    to delete, and one DELETE per table that has something. The ingest runs it once per run
+    (``create_tables``); the next load of a window also cleans that window.
+
+    :param older_than: see ``find_orphaned_loads``.
+    :return: rows deleted per table.
+    """
+    deleted = {}
+    for table in settings.tables:
+        orphans = find_orphaned_loads(hook, settings, table, older_than=older_than)
+        delete_loads(hook, settings, table, orphans)
+        deleted[table.name] = sum(rows for _, _, rows in orphans)
+    return deleted
+
+
 def create_tables(settings: Settings) -> None:
-    """Create whatever the raw layer lacks in the warehouse of ``settings``."""
+    """Create whatever the raw layer lacks in the warehouse of ``settings``, then sweep orphans."""
     with ClickHouseHook(settings.warehouse.conn_id) as hook:
         ensure_schema(hook, settings)
+        sweep_orphaned_loads(hook, settings)
 
 
 def object_ready(settings: Settings, table_name: str, window_start: datetime) -> bool:
