@@ -161,6 +161,16 @@ def stop_process_group(process: subprocess.Popen, timeout: float = 60) -> None:
     process.wait(timeout=10)
 
 
+def _memory_gib() -> float:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+
+
+def _airflow_version() -> str:
+    from airflow import __version__
+
+    return __version__
+
+
 def max_gap_minutes(moments: list[datetime]) -> float:
     moments = sorted(moments)
     gaps = [(later - earlier).total_seconds() / 60 for earlier, later in itertools.pairwise(moments)]
@@ -184,6 +194,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=int, default=1800, help="give up after this many seconds")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for noisy in ("clickstream.generator", "airflow", "botocore", "clickstream.marts"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
     shutil.rmtree(HOME, ignore_errors=True)
     HOME.mkdir(parents=True)
@@ -335,6 +347,9 @@ def report(
         rebuilt = marts.table_checksums(hook, settings)
 
     print()
+    print(
+        f"machine: {os.cpu_count()} cores, {_memory_gib():.0f} GiB; Airflow {_airflow_version()}, LocalExecutor"
+    )
     print(f"history: {total_hours} hours ({windows} windows resolved by {len(reports)} catch-up batches)")
     print(f"catch-up: {catch_up_start:%H:%M:%S} to {catch_up_end:%H:%M:%S} UTC ({minutes:.2f} min)")
     print(f"first start to caught up: {(catch_up_end - started).total_seconds() / 60:.2f} min")

@@ -251,3 +251,42 @@ def test_a_catch_up_batch_that_leaves_history_schedules_the_next_one(
     report = asset_events("clickstream/raw")[-1]
     assert 0 < report["windows"] < 40
     assert telegram_server.messages == []
+
+
+def committed_loads() -> dict[tuple[str, str], str]:
+    with ClickHouseHook() as hook:
+        rows = hook.backend.execute(
+            "SELECT table_name, toString(window_start), toString(load_id) FROM clickstream.committed_loads",
+            {},
+        )
+    return {(table, window): load_id for table, window, load_id in rows}
+
+
+def test_hours_loaded_in_bulk_are_reprocessed_one_by_one_or_as_a_range(
+    airflow_db, bucket, chdb_path, project_config, s3_client
+):
+    settings = history_stack(project_config, bucket, hours=6)
+    upload_hours(s3_client, bucket, settings.start_date, 6, events_per_hour=100, seed=13)
+    assert run_dag("clickstream_ingest_catchup").state == "success"
+    before = committed_loads()
+    rows_before = loaded_row_counts(settings)
+    hours = [settings.start_date + timedelta(hours=offset) for offset in range(6)]
+
+    one = run_dag("clickstream_ingest_hourly", conf={"window_start": hours[2].isoformat()})
+    assert one.state == "success", task_states(one)
+    after_one = committed_loads()
+    stamp = "%Y-%m-%d %H:%M:%S"
+    assert {key for key in before if after_one[key] != before[key]} == {
+        (table, hours[2].strftime(stamp)) for table in settings.table_names
+    }
+
+    ranged = run_dag(
+        "clickstream_ingest_catchup",
+        conf={"reload_from": hours[4].isoformat(), "reload_to": hours[5].isoformat()},
+    )
+    assert ranged.state == "success", task_states(ranged)
+    after_range = committed_loads()
+    assert {key for key in before if after_range[key] != after_one[key]} == {
+        (table, hours[4].strftime(stamp)) for table in settings.table_names
+    }
+    assert loaded_row_counts(settings) == rows_before, "reloads replace, never add"
