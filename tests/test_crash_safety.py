@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,7 +29,11 @@ from clickstream.loading import WindowLoader, ensure_schema, source_bucket, swee
 from clickstream.warehouse import ClickHouseHook
 
 CHILD = Path(__file__).with_name("killable_load.py")
-DEADLINE_SECONDS = 2
+# The child's deadline: long enough for a load on a busy machine. The sweep then runs with a
+# 1-second one, as if the killed attempt's deadline had long passed (waiting it out would
+# make each case last as long).
+CHILD_DEADLINE_SECONDS = 60
+SWEEP_DEADLINE = timedelta(seconds=1)
 WINDOW = "2024-04-10 23:00:00"
 # Enough rows that the insert writes several parts (blocks of 65,536 rows) over a good part
 # of a second, so the test can kill it between two of them.
@@ -54,7 +59,7 @@ def large_object() -> bytes:
 @pytest.fixture
 def settings(bucket, chdb_path, project_config, s3_connection):
     """The test bucket and warehouse, with a short load deadline; the child reads the same file."""
-    project_config(source__bucket=f'"{bucket}"', ingest__load_deadline_seconds=str(DEADLINE_SECONDS))
+    project_config(source__bucket=f'"{bucket}"', ingest__load_deadline_seconds=str(CHILD_DEADLINE_SECONDS))
     return get_settings()
 
 
@@ -166,7 +171,7 @@ KILL_POINTS = [
     pytest.param("committing-3ms", "either", 25, id="during-commit-3ms-in"),
     pytest.param("committing-8ms", "either", 25, id="during-commit-8ms-in"),
     pytest.param("committed", "new", 25, id="after-commit-before-clean-up"),
-    pytest.param("cleaning", "previous", 25, id="failed-before-its-clean-up"),
+    pytest.param("cleaning", "previous", 25, id="failed-after-insert-before-its-clean-up"),
 ]
 
 
@@ -226,10 +231,9 @@ def test_a_load_killed_at_any_point_leaves_the_window_whole_and_no_rows_behind(
                 {"load_id": killed},
             )[0][0]
         ).replace(tzinfo=UTC)
-        time.sleep(
-            max(0.0, (started_at + timedelta(seconds=DEADLINE_SECONDS) - datetime.now(UTC)).total_seconds())
-        )
-        sweep_orphaned_loads(hook, settings, older_than=timedelta(seconds=DEADLINE_SECONDS))
+        time.sleep(max(0.0, (started_at + SWEEP_DEADLINE - datetime.now(UTC)).total_seconds()))
+        swept = replace(settings, ingest=replace(settings.ingest, load_deadline_seconds=1))
+        sweep_orphaned_loads(hook, swept, older_than=SWEEP_DEADLINE)
         assert sum(staged_rows(hook).values()) == len(third)
         assert event_ids(hook) == third
         assert attempts(hook)[killed] == statuses, "the killed attempt stays on record"

@@ -130,6 +130,28 @@ def member_name(table: str) -> str:
     return f"{table}.jsonl"
 
 
+# strftime fields that do not change within a UTC day.
+_DAY_FIELDS = frozenset("YmdyjbBaAuwUWVGCe%")
+
+
+def day_prefix(key_template: str, window_start: datetime) -> str:
+    """Return the longest key prefix shared by every object of the day of ``window_start``.
+
+    Listing it (paginated) finds what exists for a whole day with one or a few requests,
+    instead of one request per table and hour.
+    """
+    end = key_template.find("{table}")
+    end = len(key_template) if end < 0 else end
+    position = key_template.find("%")
+    while 0 <= position < end:
+        field = key_template[position + 1 : position + 2]
+        if field not in _DAY_FIELDS:
+            end = position
+            break
+        position = key_template.find("%", position + 2)
+    return window_start.strftime(key_template[:end])
+
+
 class SourceBucket:
     """Read-only access to the source bucket through an Airflow AWS connection."""
 
@@ -155,6 +177,15 @@ class SourceBucket:
             raise
         return True
 
+    def keys_under(self, prefix: str) -> set[str]:
+        """Return every key that starts with ``prefix``, over as many list pages as it takes."""
+        paginator = self._client.get_paginator("list_objects_v2")
+        return {
+            entry["Key"]
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
+            for entry in page.get("Contents", ())
+        }
+
     @contextmanager
     def fetch_member(self, key: str, member: str) -> Iterator[FetchedObject]:
         """Download ``key``, put ``member`` in a temporary gzip (or plain) file and yield it.
@@ -179,8 +210,9 @@ class SourceBucket:
             size = archive_path.stat().st_size
             announced = response.get("ContentLength")
             if announced is not None and announced != size:
-                raise SourceFormatError(
-                    self.bucket, key, f"download ended after {size} of {announced} bytes (connection cut?)"
+                # A transfer problem, not the object's: a plain SourceError, so the load is retried.
+                raise SourceError(
+                    f"s3://{self.bucket}/{key}: download ended after {size} of {announced} bytes (connection cut?)"
                 )
             member_path = unwrap_member(archive_path, member, Path(workdir), self.bucket, key)
             log.info("Fetched s3://%s/%s (etag %s, %d bytes)", self.bucket, key, etag, size)
