@@ -155,7 +155,7 @@ class WindowLoader:
     ) -> LoadResult:
         """Replace ``table``'s content for the hour at ``window_start`` with its source object.
 
-        :raises SourceObjectMissing: the object is absent and the policy is not ``skip``.
+        :raises SourceObjectMissing: the object is absent; the caller decides what that means.
         :raises SourceFormatError: the object is not a ZIP with the table's JSON lines, or a
             member is damaged; the message names bucket, key and (where one is at fault)
             line. The window keeps its previous content.
