@@ -16,6 +16,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -28,11 +29,13 @@ from typing import Any
 import local_stack
 import psutil
 import pytest
+import standalone as standalone_script
 
 SCRIPT = local_stack.PROJECT_ROOT / "scripts" / "standalone.py"
 STARTUP_TIMEOUT = 360.0
 STOP_TIMEOUT = 120.0
 HEALTHY_COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+TRUNCATE = "clickstream_truncate"
 
 
 def fresh_shell_environment() -> dict[str, str]:
@@ -57,7 +60,9 @@ class StandaloneRun:
     """
 
     def __init__(self, home: Path, output: Path) -> None:
+        self.home = home
         self.api_port = local_stack.free_port()
+        self.s3_port = local_stack.free_port()
         self.output = output
         env = fresh_shell_environment()
         assert not any(Path(entry, "airflow").exists() for entry in env["PATH"].split(os.pathsep)), (
@@ -73,7 +78,7 @@ class StandaloneRun:
                     "--api-port",
                     str(self.api_port),
                     "--s3-port",
-                    str(local_stack.free_port()),
+                    str(self.s3_port),
                     "--parallelism",
                     "2",
                     "--hours",
@@ -118,6 +123,22 @@ class StandaloneRun:
                 return json.load(response)
         except (OSError, urllib.error.URLError, ValueError):
             return None
+
+    def airflow_cli(self, *args: str) -> str:
+        """Run the Airflow CLI against this run's metadata DB and DAGs, as an operator would."""
+        env = standalone_script.standalone_environment(
+            self.home, f"http://127.0.0.1:{self.s3_port}", self.api_port
+        )
+        return local_stack.airflow_cli(*args, env=env, capture=True)
+
+    def query(self, sql: str, *params: Any) -> list[tuple]:
+        """Read the run's metadata DB (SQLite); [] while it is busy."""
+        database = self.home / "airflow" / "airflow.db"
+        try:
+            with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as connection:
+                return connection.execute(sql, params).fetchall()
+        except sqlite3.OperationalError:
+            return []
 
     def processes(self, command: str) -> list[psutil.Process]:
         """Processes seen whose command line holds ``airflow <command>``."""
@@ -190,6 +211,32 @@ def test_standalone_serves_the_api_runs_the_scheduler_and_stops_everything(stand
     assert _running(scheduler)
     for command in ("standalone", "dag-processor", "triggerer"):
         assert standalone.processes(command), f"no `airflow {command}` seen"
+
+    # The truncate DAG runs when triggered, with no unpausing first (a dry run changes nothing).
+    [(paused,)] = standalone.wait_for(
+        lambda: standalone.query("SELECT is_paused FROM dag WHERE dag_id = ?", TRUNCATE),
+        STARTUP_TIMEOUT,
+        f"{TRUNCATE} parsed",
+    )
+    assert paused == 0
+    standalone.airflow_cli(
+        "dags",
+        "trigger",
+        TRUNCATE,
+        "--run-id",
+        "operator_dry_run",
+        "--conf",
+        json.dumps({"confirm": "clickstream", "dry_run": True}),
+    )
+    standalone.wait_for(
+        lambda: standalone.query(
+            "SELECT 1 FROM dag_run WHERE dag_id = ? AND run_id = ? AND state = 'success'",
+            TRUNCATE,
+            "operator_dry_run",
+        ),
+        STARTUP_TIMEOUT,
+        f"a successful {TRUNCATE} run",
+    )
 
     os.killpg(standalone.process.pid, signal.SIGINT)  # Ctrl-C
 
