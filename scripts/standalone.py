@@ -282,8 +282,8 @@ def main() -> None:
         prepare(env, args.hours, args.events_per_hour)
         print(
             f"\nAirflow UI: {env['AIRFLOW__API__BASE_URL']} (user admin; the password is printed "
-            f"below and kept in {args.home / 'airflow'}). Unpause clickstream_ingest_hourly and "
-            "clickstream_marts. Ctrl-C stops everything.\n",
+            f"below and kept in {args.home / 'airflow'}). Unpause clickstream_ingest_hourly, "
+            "clickstream_ingest_catchup and clickstream_marts. Ctrl-C stops everything.\n",
             flush=True,
         )
         stack = AirflowStandalone({**os.environ, **env})
