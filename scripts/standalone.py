@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
 
@@ -103,11 +104,13 @@ class AirflowStandalone:
 
     :param env: the complete environment of the process (PATH must find this virtualenv's `airflow`)
     :param startup_timeout: seconds for all components to start
+    :param output: file the components' output goes to; default: this process's own
     """
 
-    def __init__(self, env: dict[str, str], startup_timeout: float = 180.0) -> None:
+    def __init__(self, env: dict[str, str], startup_timeout: float = 180.0, output: IO | None = None) -> None:
         self.env = env
         self.startup_timeout = startup_timeout
+        self.output = output
         self.process: subprocess.Popen | None = None
         self.components: dict[str, psutil.Process] = {}
         # Every process seen below `airflow standalone`, kept as psutil handles: they refuse to
@@ -121,7 +124,13 @@ class AirflowStandalone:
             raise ComponentExited(
                 f"{airflow} not found: install the virtualenv first (make .venv/.installed)"
             )
-        self.process = subprocess.Popen([str(airflow), "standalone"], env=self.env, start_new_session=True)
+        self.process = subprocess.Popen(
+            [str(airflow), "standalone"],
+            env=self.env,
+            start_new_session=True,
+            stdout=self.output,
+            stderr=subprocess.STDOUT if self.output else None,
+        )
 
     @property
     def pid(self) -> int:
@@ -242,7 +251,7 @@ def _running(process: psutil.Process) -> bool:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt() -> Iterator[None]:
     """Let SIGTERM stop this script like Ctrl-C does, so that the clean-up runs."""
 
     def interrupt(signum, frame):
@@ -277,7 +286,7 @@ def main() -> None:
     _require_free_port(args.api_host, args.api_port, "--api-port")
     _require_free_port("127.0.0.1", args.s3_port, "--s3-port")
     args.home.mkdir(parents=True, exist_ok=True)
-    with _sigterm_as_interrupt(), local_stack.moto_server(port=args.s3_port) as endpoint:
+    with sigterm_as_interrupt(), local_stack.moto_server(port=args.s3_port) as endpoint:
         env = standalone_environment(args.home, endpoint, args.api_port, args.api_host, args.parallelism)
         prepare(env, args.hours, args.events_per_hour)
         print(
