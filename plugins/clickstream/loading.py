@@ -142,7 +142,7 @@ class WindowLoader:
 
     :param hook: an open warehouse hook.
     :param bucket: the source bucket.
-    :param settings: the bundle's settings (database, layout, missing-object policy).
+    :param settings: the bundle's settings (database, layout, lateness horizon, absent-object outcome).
     """
 
     def __init__(self, hook: ClickHouseHook, bucket: SourceBucket, settings: Settings):
@@ -155,7 +155,8 @@ class WindowLoader:
     ) -> LoadResult:
         """Replace ``table``'s content for the hour at ``window_start`` with its source object.
 
-        :raises SourceObjectMissing: the object is absent; the caller decides what that means.
+        :raises SourceObjectMissing: the object is absent; the attempt ends as ``absent``, which
+            resolves nothing (the caller records absence, see ``record_absent``).
         :raises SourceFormatError: the object is not a ZIP with the table's JSON lines, or a
             member is damaged; the message names bucket, key and (where one is at fault)
             line. The window keeps its previous content.
