@@ -199,6 +199,38 @@ def test_a_hundred_absent_hours_make_one_line_of_report(loader, warehouse, setti
     ]
 
 
+def test_the_report_stays_small_however_scattered_the_absent_hours(s3_client, bucket, loader, settings):
+    windows = [START - offset * HOUR for offset in range(60)]
+    for window in windows[::2]:
+        upload_hours(s3_client, bucket, window, 1, events_per_hour=5, seed=3)
+
+    report = load_windows(loader, [(window, settings.tables) for window in windows], now=NOW).to_dict()
+
+    assert (report["absent_objects"], report["absent_runs_total"], len(report["absent_runs"])) == (
+        120,
+        30,
+        20,
+    )
+    assert problems(report).splitlines()[-1] == (
+        "  ... and 10 more run(s) of hours: see ingest_log, status 'missing'"
+    )
+    assert len(json.dumps(report)) < 5000
+
+
+def test_a_report_lists_the_first_rejected_objects_and_counts_the_rest():
+    listed = [
+        ["geo_events", f"2024-04-12T{hour:02d}:00:00+00:00", "s3://b/k: not a ZIP\ndetail"]
+        for hour in range(20)
+    ]
+    report = {"absent_objects": 0, "absent_status": "", "rejected_objects": 25, "rejected": listed}
+
+    lines = problems(report).splitlines()
+
+    assert lines[0] == "rejected geo_events 2024-04-12T00:00:00+00:00: s3://b/k: not a ZIP"
+    assert lines[-1] == "... and 5 more rejected object(s): see ingest_log, status 'rejected'"
+    assert len(lines) == 21
+
+
 # --- rejected and failed windows ----------------------------------------------------------
 
 
@@ -354,7 +386,7 @@ def test_a_failed_window_is_tried_again_and_a_rejected_one_is_not(
         )
 
     report = run_catch_up(settings, monkeypatch, NOW)
-    assert report["windows"] == 10 and len(report["rejected"]) == 1
+    assert report["windows"] == 10 and report["rejected_objects"] == 1
 
     with ClickHouseHook() as hook:
         statuses = {(t, w): s for t, w, s in log_rows(hook) if s != "failed"}

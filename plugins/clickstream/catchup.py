@@ -121,8 +121,8 @@ def catch_up(
         report.windows,
         report.committed,
         report.rows,
-        len(report.absent),
-        len(report.rejected),
+        report.absent_objects,
+        report.rejected_objects,
         report.remaining,
     )
     return report.to_dict()

@@ -51,8 +51,8 @@ log = logging.getLogger(__name__)
 WINDOW = timedelta(hours=1)
 # Bounded parameter size for the one INSERT that records absent objects.
 _ABSENT_ROWS_PER_INSERT = 1000
-# Rejected objects named one by one in a problem report; the rest are counted.
-_REJECTED_LISTED = 20
+# Rejected objects, and runs of absent hours, listed one by one in a report; the rest are counted.
+_LISTED = 20
 _SECOND = "%Y-%m-%d %H:%M:%S"
 _MICROSECOND = "%Y-%m-%d %H:%M:%S.%f"
 
@@ -422,7 +422,9 @@ class IngestReport:
     """What one task resolved: windows, commits, absent and rejected objects; JSON-serialisable.
 
     ``data_seconds``/``absent_seconds`` split the task's time between windows that had at
-    least one object and windows whose objects were all absent (listing included).
+    least one object and windows whose objects were all absent (listing included). Its size
+    is bounded whatever the batch (it travels as XCom): absent objects are kept as runs of
+    consecutive hours, and only the first runs and rejected objects are listed.
     """
 
     windows: int = 0
@@ -430,8 +432,11 @@ class IngestReport:
     last_window: str = ""
     committed: int = 0
     rows: int = 0
-    absent: list[list[str]] = field(default_factory=list)
+    absent_objects: int = 0
     absent_status: str = ""
+    absent_runs: list[list[str]] = field(default_factory=list)
+    absent_runs_total: int = 0
+    rejected_objects: int = 0
     rejected: list[list[str]] = field(default_factory=list)
     remaining: int = 0
     data_windows: int = 0
@@ -460,13 +465,19 @@ def problems(report: dict) -> str:
     hours read as one line, not a hundred.
     """
     lines = []
-    if report["absent"] and report["absent_status"] == "missing":
-        lines.append(f"{len(report['absent'])} object(s) absent past the lateness horizon (status missing):")
-        lines.extend(f"  {span}: {tables}" for tables, span in _hour_runs(report["absent"]))
-    for table, window_start, error in report["rejected"][:_REJECTED_LISTED]:
+    if report["absent_objects"] and report["absent_status"] == "missing":
+        lines.append(
+            f"{report['absent_objects']} object(s) absent past the lateness horizon (status missing):"
+        )
+        lines.extend(f"  {span}: {tables}" for tables, span in report["absent_runs"])
+        if report["absent_runs_total"] > len(report["absent_runs"]):
+            unlisted = report["absent_runs_total"] - len(report["absent_runs"])
+            lines.append(f"  ... and {unlisted} more run(s) of hours: see ingest_log, status 'missing'")
+    for table, window_start, error in report["rejected"]:
         lines.append(f"rejected {table} {window_start}: {error.splitlines()[0] if error else ''}")
-    if len(report["rejected"]) > _REJECTED_LISTED:
-        lines.append(f"... and {len(report['rejected']) - _REJECTED_LISTED} more rejected object(s)")
+    if report["rejected_objects"] > len(report["rejected"]):
+        unlisted = report["rejected_objects"] - len(report["rejected"])
+        lines.append(f"... and {unlisted} more rejected object(s): see ingest_log, status 'rejected'")
     return "\n".join(lines)
 
 
@@ -543,7 +554,9 @@ def load_windows(
                 try:
                     result = loader.load(table, window_start, run_id, try_number)
                 except SourceFormatError as error:
-                    report.rejected.append([table.name, window_start.isoformat(), str(error)])
+                    report.rejected_objects += 1
+                    if len(report.rejected) < _LISTED:
+                        report.rejected.append([table.name, window_start.isoformat(), str(error)])
                     continue
                 except SourceObjectMissing:
                     pass  # deleted since the listing: absent after all
@@ -572,7 +585,10 @@ def load_windows(
     if absent:
         started = time.monotonic()
         report.absent_status = loader.record_absent(absent, now, run_id, try_number)
-        report.absent = [[table.name, window_start.isoformat()] for table, window_start in absent]
+        runs = _hour_runs([[table.name, window_start.isoformat()] for table, window_start in absent])
+        report.absent_objects = len(absent)
+        report.absent_runs = [list(run) for run in runs[:_LISTED]]
+        report.absent_runs_total = len(runs)
         report.absent_seconds += time.monotonic() - started
         if report.absent_status == "skipped":
             report.committed += len(absent)
