@@ -145,21 +145,23 @@ class WindowLoader:
     def _stage_and_commit(self, attempt: _Attempt) -> LoadResult:
         table = attempt.table
         target = attempt.target(self.settings)
-        with self.bucket.fetch_member(attempt.key, member_name(table.name)) as fetched:
-            attempt.source_etag, attempt.source_bytes = fetched.etag, fetched.size_bytes
+        # The hook stages the object where its engine reads it: a server reads it from the
+        # bucket itself, the embedded engine from a local spool.
+        with self.hook.stage(self.bucket, attempt.key, member_name(table.name)) as staged:
+            attempt.source_etag, attempt.source_bytes = staged.etag, staged.size_bytes
             metadata = {
                 "window_start": attempt.window_start.strftime(_SECOND),
                 "load_id": attempt.load_id,
                 "source_key": attempt.key,
-                "source_etag": fetched.etag,
+                "source_etag": staged.etag,
                 "loaded_at": datetime.now(UTC).strftime(_MICROSECOND),
             }
             try:
-                self.hook.load_json_lines(target, table, fetched.member_path, metadata)
+                self.hook.load_json_lines(target, table, staged, metadata)
             except Exception as engine_error:
                 # The engine's message points at a row of a parallel parser; the reference
                 # reader names the exact line and key, and confirms the file is at fault.
-                located = RecordReader(table).first_error(fetched.member_path)
+                located = RecordReader(table).first_error(staged.local_member())
                 if located is not None:
                     raise SourceFormatError(
                         self.bucket.bucket, attempt.key, located.reason, located.line

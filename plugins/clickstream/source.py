@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
+from urllib.parse import quote
 
 from botocore.exceptions import ClientError
 
@@ -63,6 +64,14 @@ class FetchedObject:
     member_path: Path
 
 
+@dataclass(frozen=True)
+class ObjectVersion:
+    """What a HEAD request says about an object: the version a load records."""
+
+    etag: str
+    size_bytes: int
+
+
 def object_key(key_template: str, window_start: datetime, table: str) -> str:
     """Return the key of ``table``'s object for the hour starting at ``window_start``."""
     return window_start.strftime(key_template).format(table=table)
@@ -90,12 +99,28 @@ class SourceBucket:
     def exists(self, key: str) -> bool:
         """Return whether ``key`` exists in the bucket."""
         try:
-            self._client.head_object(Bucket=self.bucket, Key=key)
+            self.version(key)
+        except SourceObjectMissing:
+            return False
+        return True
+
+    def version(self, key: str) -> ObjectVersion:
+        """Return the ETag and size of ``key`` without reading it.
+
+        :raises SourceObjectMissing: the key does not exist.
+        """
+        try:
+            head = self._client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in _MISSING_CODES:
-                return False
+                raise SourceObjectMissing(self.bucket, key) from None
             raise
-        return True
+        return ObjectVersion(head.get("ETag", "").strip('"'), int(head.get("ContentLength", 0)))
+
+    def object_url(self, key: str, endpoint_url: str | None = None) -> str:
+        """Return the path-style HTTP URL of ``key``: on ``endpoint_url``, else the connection's endpoint."""
+        endpoint = (endpoint_url or self._client.meta.endpoint_url).rstrip("/")
+        return f"{endpoint}/{quote(self.bucket, safe='')}/{quote(key, safe='/')}"
 
     @contextmanager
     def fetch_member(self, key: str, member: str) -> Iterator[FetchedObject]:
