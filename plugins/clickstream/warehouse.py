@@ -266,6 +266,9 @@ class _EmbeddedBackend:
 
         Path(path).mkdir(parents=True, exist_ok=True)
         self._session = session.Session(path)
+        # Bound values travel in the text of a SET here, not beside the query as the driver
+        # sends them: lift the text limit so a long value binds as it would on a server.
+        self._session.query("SET max_query_size = 1073741824")
         self._results = _DriverResults()
         self._bound: set[str] = set()
         self.path = path
