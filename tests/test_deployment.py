@@ -663,3 +663,20 @@ def test_image_carries_the_embedded_engine_only_when_asked():
     assert re.search(r'-r "\$requirements"', line)
     copied = " ".join(args for keyword, args in dockerfile_instructions() if keyword == "COPY")
     assert "requirements-embedded.txt" in copied
+
+
+def test_the_clickhouse_server_can_read_the_bucket_the_worker_reads():
+    """The server reads source objects itself: its endpoint credentials cover the worker's bucket URL."""
+    import xml.etree.ElementTree as ElementTree
+
+    clickhouse = services()["clickhouse"]
+    mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in clickhouse["volumes"]}
+    host_path = mounts["/etc/clickhouse-server/config.d/clickstream_s3.xml"]
+    root = ElementTree.parse(ROOT / host_path.replace("${AIRFLOW_PROJ_DIR:-.}/", "")).getroot()
+    [endpoint] = root.findall("./s3/*")
+    s3_extra = json.loads(services()["airflow-worker"]["environment"]["AIRFLOW_CONN_CLICKSTREAM_S3"])["extra"]
+    bucket = settings()["source"]["bucket"]
+    assert endpoint.findtext("endpoint") == f"{s3_extra['endpoint_url'].rstrip('/')}/{bucket}/"
+    for element in ("access_key_id", "secret_access_key"):
+        variable = endpoint.find(element).get("from_env")
+        assert variable in clickhouse["environment"], f"{variable} is not given to the clickhouse service"
