@@ -49,3 +49,19 @@ def test_schema_creation_is_idempotent(chdb_path):
             "ingest_log",
         ]
     )
+
+
+def test_statement_settings_do_not_outlive_the_statement_on_the_embedded_engine(chdb_path):
+    """A server applies a query's settings to that query only; the embedded session does too."""
+    query = "SELECT value FROM system.settings WHERE name = 'insert_null_as_default'"
+    with ClickHouseHook() as hook:
+        assert hook.backend.execute(query, {}, {"insert_null_as_default": 0}) == [["0"]]
+        assert hook.backend.execute(query, {}) == [["1"]]
+
+
+def test_a_parameter_not_bound_again_is_not_reused(chdb_path):
+    """The embedded engine keeps bound values per session; a statement must not see an old one."""
+    with ClickHouseHook() as hook:
+        assert hook.backend.execute("SELECT {value:String}", {"value": "first"}) == [["first"]]
+        with pytest.raises(RuntimeError, match="value"):
+            hook.backend.execute("SELECT {value:String}", {})

@@ -286,7 +286,12 @@ class _EmbeddedBackend:
         if assignments:
             self._session.query("SET " + ", ".join(assignments))
         self._bound = set(params)
-        result = self._session.query(statement, "Native")
+        try:
+            result = self._session.query(statement, "Native")
+        finally:
+            # Settings hold for this statement only, as a server applies a query's settings.
+            if settings:
+                self._session.query("SET " + ", ".join(f"{name} = DEFAULT" for name in settings))
         return self._results.rows(result.bytes() if result is not None else b"")
 
     @contextmanager
