@@ -26,7 +26,7 @@ from test_ingest import HOUR, browser_line, browser_lines, checksums
 from clickstream import marts, sql
 from clickstream.config import get_settings
 from clickstream.loading import WindowLoader, ensure_schema, source_bucket
-from clickstream.source import SourceFormatError, member_name, object_key
+from clickstream.source import SourceFormatError, SourceObjectMissing, member_name, object_key
 from clickstream.warehouse import ClickHouseHook, ConnectionConfigError, client_options, parse_bool
 
 
@@ -90,10 +90,9 @@ def test_a_rejected_object_is_located_by_the_reference_reader(
 def test_a_missing_object_is_known_before_the_server_is_asked(
     bucket, settings, server_hook, clickhouse_server
 ):
-    strict = replace(settings, source=replace(settings.source, missing_object_policy="fail"))
     sent_before = len(clickhouse_server.received)
-    with pytest.raises(Exception, match="object does not exist"):
-        WindowLoader(server_hook, source_bucket(strict), strict).load(strict.table("geo_events"), HOUR)
+    with pytest.raises(SourceObjectMissing, match="object does not exist"):
+        WindowLoader(server_hook, source_bucket(settings), settings).load(settings.table("geo_events"), HOUR)
     assert not any("FROM s3(" in q.query for q in clickhouse_server.received[sent_before:])
 
 
