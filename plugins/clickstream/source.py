@@ -118,14 +118,6 @@ class SourceBucket:
 
         return S3Hook(aws_conn_id=self.conn_id).get_conn()
 
-    def exists(self, key: str) -> bool:
-        """Return whether ``key`` exists in the bucket."""
-        try:
-            self.version(key)
-        except SourceObjectMissing:
-            return False
-        return True
-
     def version(self, key: str) -> ObjectVersion:
         """Return the ETag and size of ``key`` without reading it.
 
