@@ -245,24 +245,27 @@ class WindowLoader:
     def _stage_and_commit(self, attempt: _Attempt) -> LoadResult:
         table = attempt.table
         target = attempt.target(self.settings)
-        with self.bucket.fetch_member(attempt.key, member_name(table.name)) as fetched:
-            attempt.source_etag, attempt.source_bytes = fetched.etag, fetched.size_bytes
+        # The hook stages the object where its engine reads it: a server reads it from the
+        # bucket itself, the embedded engine from a local spool.
+        with self.hook.stage(self.bucket, attempt.key, member_name(table.name)) as staged:
+            attempt.source_etag, attempt.source_bytes = staged.etag, staged.size_bytes
             metadata = {
                 "window_start": attempt.window_start.strftime(_SECOND),
                 "load_id": attempt.load_id,
                 "source_key": attempt.key,
-                "source_etag": fetched.etag,
+                "source_etag": staged.etag,
                 "loaded_at": datetime.now(UTC).strftime(_MICROSECOND),
             }
             attempt.staging_started = True
             try:
-                self.hook.load_json_lines(target, table, fetched.member_path, metadata)
+                self.hook.load_json_lines(target, table, staged, metadata)
             except Exception as engine_error:
                 # The engine's message points at a row of a parallel parser. A damaged member
                 # is named first (with the line where its data stops decoding, or its CRC);
                 # then the reference reader names the exact line and key at fault.
-                verify_member(fetched.archive_path, fetched.member, self.bucket.bucket, attempt.key)
-                located = RecordReader(table).first_error(fetched.member_path)
+                local = staged.local_copy()
+                verify_member(local.archive_path, local.member, self.bucket.bucket, attempt.key)
+                located = RecordReader(table).first_error(local.member_path)
                 if located is not None:
                     raise SourceFormatError(
                         self.bucket.bucket, attempt.key, located.reason, located.line

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
+from urllib.parse import quote
 
 from botocore.exceptions import ClientError
 
@@ -121,6 +122,14 @@ class FetchedObject:
     member: str
 
 
+@dataclass(frozen=True)
+class ObjectVersion:
+    """What a HEAD request says about an object: the version a load records."""
+
+    etag: str
+    size_bytes: int
+
+
 def object_key(key_template: str, window_start: datetime, table: str) -> str:
     """Return the key of ``table``'s object for the hour starting at ``window_start``."""
     return window_start.strftime(key_template).format(table=table)
@@ -166,6 +175,24 @@ class SourceBucket:
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
         return S3Hook(aws_conn_id=self.conn_id).get_conn()
+
+    def version(self, key: str) -> ObjectVersion:
+        """Return the ETag and size of ``key`` without reading it.
+
+        :raises SourceObjectMissing: the key does not exist.
+        """
+        try:
+            head = self._client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in _MISSING_CODES:
+                raise SourceObjectMissing(self.bucket, key) from None
+            raise
+        return ObjectVersion(head.get("ETag", "").strip('"'), int(head.get("ContentLength", 0)))
+
+    def object_url(self, key: str, endpoint_url: str | None = None) -> str:
+        """Return the path-style HTTP URL of ``key``: on ``endpoint_url``, else the connection's endpoint."""
+        endpoint = (endpoint_url or self._client.meta.endpoint_url).rstrip("/")
+        return f"{endpoint}/{quote(self.bucket, safe='')}/{quote(key, safe='/')}"
 
     def keys_under(self, prefix: str) -> set[str]:
         """Return every key that starts with ``prefix``, over as many list pages as it takes."""
