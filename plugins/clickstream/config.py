@@ -85,6 +85,7 @@ class MartSettings:
     purchase_page_path: str
     checkout_paths: tuple[str, ...]
     journey_lookback_hours: int
+    chunk_hours: int
     retries: int
     retry_delay_seconds: int
 
@@ -114,6 +115,13 @@ def _require(section: dict, key: str, where: str):
         return section[key]
     except KeyError:
         raise ConfigError(f"{where}: missing required key {key!r}") from None
+
+
+def _positive_int(section: dict, key: str, where: str) -> int:
+    value = _require(section, key, where)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{where}.{key} is {value!r}; expected a whole number of at least 1")
+    return value
 
 
 def utc_hour(value: datetime) -> datetime:
@@ -192,6 +200,7 @@ def parse_settings(raw: dict) -> Settings:
             purchase_page_path=_require(marts, "purchase_page_path", "marts"),
             checkout_paths=tuple(_require(marts, "checkout_paths", "marts")),
             journey_lookback_hours=int(_require(marts, "journey_lookback_hours", "marts")),
+            chunk_hours=_positive_int(marts, "chunk_hours", "marts"),
             retries=int(_require(marts, "retries", "marts")),
             retry_delay_seconds=int(_require(marts, "retry_delay_seconds", "marts")),
         ),
