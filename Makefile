@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint benchmark benchmark-marts standalone clean
+.PHONY: demo test lint benchmark benchmark-marts benchmark-catchup standalone clean
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: set PYTHON=/path/to/python3.11"; exit 1; }
@@ -28,6 +28,9 @@ benchmark: $(STAMP)
 
 benchmark-marts: $(STAMP)
 	$(BIN)/python scripts/benchmark_marts.py
+
+benchmark-catchup: $(STAMP)
+	$(BIN)/python scripts/benchmark_catchup.py
 
 standalone: $(STAMP)
 	$(BIN)/python scripts/standalone.py

@@ -1,22 +1,26 @@
 """
-### Clickstream ingest, hourly
+### Clickstream ingest: the live hour
 
-Loads the hour's object of every source table from the bucket into ClickHouse.
+Loads the newest hour's object of every source table from the bucket into ClickHouse.
 
-* Windows are the hours [H, H+1) in UTC, caught up from the configured start date.
-* Each table's window is replaced atomically: clear any task instance to reload its hour,
-  as often as needed; the result is always exactly that hour's source rows.
-* A manual run loads the hour given in the `window_start` param.
-* When all tables of a window are committed, the `clickstream/raw` Asset gets an event
-  with the window and the range of event timestamps loaded.
+* The run `scheduled__<T>` loads the window [T - 1 h, T) in UTC: a data-interval timetable
+  names a run after the end of its interval.
+* Live only (`catchup=False`): history, and any hour this DAG missed while the scheduler was
+  down, is loaded by `clickstream_ingest_catchup` once it is older than the lateness horizon.
+* `wait_for_objects` waits while the window is recent (the lateness horizon, measured from
+  the window's end); past it, absent objects resolve at once by `absent_object_outcome`
+  (`missing` rows and a failed `check_window`, or empty `skipped` commits).
+* Each table's window is replaced atomically: clear the run to reload its hour, as often as
+  needed. A manual run loads the hour in the `window_start` param: the way to reload one
+  hour that the catch-up loaded.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pendulum
-from airflow.sdk import CronDataIntervalTimetable, Metadata, Param, PokeReturnValue, dag, task
+from airflow.sdk import CronDataIntervalTimetable, Param, PokeReturnValue, dag, task
 
 from clickstream import loading
 from clickstream.alerts import notify_task_failure
@@ -24,14 +28,17 @@ from clickstream.assets import RAW_WINDOWS
 from clickstream.config import get_settings
 
 settings = get_settings()
+horizon_seconds = settings.source.lateness_horizon_seconds
+poke_seconds = settings.source.poke_interval_seconds
 
 
 @dag(
     dag_id="clickstream_ingest_hourly",
     schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
     start_date=pendulum.instance(settings.start_date),
-    catchup=True,
-    max_active_runs=settings.ingest.max_active_runs,
+    catchup=False,
+    # Room for every run that can wait within the horizon, plus a cleared or manual run.
+    max_active_runs=horizon_seconds // 3600 + 3,
     params={
         "window_start": Param(
             None,
@@ -44,6 +51,8 @@ settings = get_settings()
         "retries": settings.ingest.retries,
         "retry_delay": timedelta(seconds=settings.ingest.retry_delay_seconds),
         "on_failure_callback": notify_task_failure,
+        "weight_rule": "absolute",
+        "priority_weight": settings.priorities.live,
     },
     tags=["clickstream", "ingest"],
     doc_md=__doc__,
@@ -53,35 +62,29 @@ def clickstream_ingest_hourly():
     def resolve_window(params=None, data_interval_start=None) -> str:
         return loading.resolve_window(params.get("window_start"), data_interval_start).isoformat()
 
-    @task(pool=settings.warehouse.pool)
-    def create_tables() -> None:
-        loading.create_tables(settings)
-
-    @task.sensor(
-        poke_interval=settings.source.poke_interval_seconds,
-        timeout=settings.source.wait_timeout_seconds,
-        mode="reschedule",
-    )
-    def wait_for_object(table: str, window_start: str) -> PokeReturnValue:
-        ready = loading.object_ready(settings, table, loading.parse_window_start(window_start))
+    # The poke itself decides when waiting is over (the horizon from the window's end); the
+    # timeout only backs it up, so a sensor that times out is a fault worth an alert.
+    @task.sensor(poke_interval=poke_seconds, timeout=horizon_seconds + 3 * poke_seconds, mode="reschedule")
+    def wait_for_objects(window_start: str) -> PokeReturnValue:
+        ready = loading.window_ready(settings, loading.parse_window_start(window_start), datetime.now(UTC))
         return PokeReturnValue(is_done=ready)
 
-    @task(pool=settings.warehouse.pool, map_index_template="{{ task.op_kwargs['table'] }}")
-    def load_table(table: str, window_start: str, run_id=None, ti=None) -> dict:
-        return loading.load_table_window(
-            settings, table, loading.parse_window_start(window_start), run_id=run_id, try_number=ti.try_number
+    @task(pool=settings.warehouse.pool, outlets=[RAW_WINDOWS])
+    def load_window(window_start: str, run_id=None, ti=None, outlet_events=None) -> dict:
+        report = loading.ingest_window(
+            settings, loading.parse_window_start(window_start), run_id=run_id, try_number=ti.try_number
         )
+        outlet_events[RAW_WINDOWS].extra = loading.IngestReport(**report).asset_extra()
+        return report
 
-    @task(outlets=[RAW_WINDOWS])
-    def publish_window(window_start: str, results: list[dict]):
-        summary = loading.summarize_window(loading.parse_window_start(window_start), list(results))
-        yield Metadata(RAW_WINDOWS, summary)
+    @task(retries=0)
+    def check_window(report: dict) -> None:
+        loading.fail_on_problems(report)
 
     window_start = resolve_window()
-    waits = wait_for_object.partial(window_start=window_start).expand(table=settings.table_names)
-    loads = load_table.partial(window_start=window_start).expand(table=settings.table_names)
-    create_tables() >> waits >> loads
-    publish_window(window_start, loads)
+    report = load_window(window_start)
+    wait_for_objects(window_start) >> report
+    check_window(report)
 
 
 clickstream_ingest_hourly()

@@ -38,6 +38,10 @@ settings = get_settings()
         "retries": settings.marts.retries,
         "retry_delay": timedelta(seconds=settings.marts.retry_delay_seconds),
         "on_failure_callback": notify_task_failure,
+        # Ahead of catch-up batches in the shared warehouse pool, so the marts keep up while
+        # history loads.
+        "weight_rule": "absolute",
+        "priority_weight": settings.priorities.marts,
     },
     tags=["clickstream", "marts"],
     doc_md=__doc__,

@@ -24,7 +24,6 @@ def stack(airflow_db, bucket, chdb_path, project_config):
     """Point the bundle at the test bucket and warehouse, with retries that need no waiting."""
     project_config(
         source__bucket=f'"{bucket}"',
-        source__wait_timeout_seconds="2",
         source__poke_interval_seconds="1",
         ingest__retries="1",
         ingest__retry_delay_seconds="0",
@@ -89,7 +88,7 @@ def asset_events(uri: str) -> list[dict]:
 
 
 def raw_asset_events(window_start: datetime) -> list[dict]:
-    return [e for e in asset_events("clickstream/raw") if e.get("window_start") == window_start.isoformat()]
+    return [e for e in asset_events("clickstream/raw") if e.get("first_window") == window_start.isoformat()]
 
 
 def test_three_generated_hours_load_every_source_line(stack, s3_client, bucket):
@@ -101,11 +100,12 @@ def test_three_generated_hours_load_every_source_line(stack, s3_client, bucket):
 
     assert loaded_row_counts(stack) == source_line_counts(s3_client, bucket, stack)
     [event] = raw_asset_events(HOURS[1])
-    assert event["window_end"] == HOURS[2].isoformat()
-    assert (
-        event["min_event_timestamp"] < HOURS[1].strftime("%Y-%m-%d %H:%M:%S") <= event["max_event_timestamp"]
+    assert event["last_window"] == HOURS[1].isoformat()
+    assert (event["windows"], event["committed"]) == (1, len(stack.table_names))
+    loaded = loaded_row_counts(stack)
+    assert event["rows"] == sum(
+        rows for (_, window), rows in loaded.items() if window == "2024-04-11 00:00:00"
     )
-    assert set(event["rows"]) == set(stack.table_names)
 
 
 def test_cleared_run_reloads_its_window_without_duplicates(stack, s3_client, bucket):
@@ -116,7 +116,7 @@ def test_cleared_run_reloads_its_window_without_duplicates(stack, s3_client, buc
     assert loaded_row_counts(stack) == first
 
 
-def test_corrupt_object_fails_the_task_and_alerts_once_after_the_last_try(
+def test_corrupt_object_is_rejected_and_alerts_once_while_the_other_tables_load(
     stack, s3_client, bucket, telegram_server
 ):
     upload_hours(s3_client, bucket, START, 1, events_per_hour=100, seed=5)
@@ -126,18 +126,21 @@ def test_corrupt_object_fails_the_task_and_alerts_once_after_the_last_try(
 
     states = task_states(dag_run)
     assert dag_run.state == "failed"
-    assert states[("load_table", 2)] == "failed"
-    assert states[("load_table", 0)] == "success"
+    assert states[("load_window", -1)] == "success"
+    assert states[("check_window", -1)] == "failed"
+    loaded = loaded_row_counts(stack)
+    assert {table for table, _ in loaded} == set(stack.table_names) - {"geo_events"}
     [alert] = telegram_server.messages
-    assert "clickstream_ingest_hourly" in alert.text
-    assert "load_table" in alert.text and "geo_events" in alert.text
-    assert "<b>Try:</b> 2 of 2" in alert.text
+    assert "clickstream_ingest_hourly" in alert.text and "check_window" in alert.text
+    assert "<b>Try:</b> 1 of 1" in alert.text
     assert "2024-04-10T23:00:00+00:00 → 2024-04-11T00:00:00+00:00" in alert.text
-    assert "SourceFormatError" in alert.text
-    assert f"s3://{bucket}/{key}: not a ZIP archive" in alert.text
+    assert "AirflowFailException" in alert.text
+    assert f"rejected geo_events 2024-04-10T23:00:00+00:00: s3://{bucket}/{key}" in alert.text
 
 
-def test_wait_policy_fails_the_window_when_the_object_never_arrives(stack, s3_client, bucket):
+def test_an_object_absent_past_the_horizon_is_logged_missing_and_alerts_once(
+    stack, s3_client, bucket, telegram_server
+):
     upload_hours(s3_client, bucket, START, 1, events_per_hour=100, seed=5)
     s3_client.delete_object(Bucket=bucket, Key=object_key(stack.source.key_template, START, "device_events"))
 
@@ -145,9 +148,22 @@ def test_wait_policy_fails_the_window_when_the_object_never_arrives(stack, s3_cl
 
     states = task_states(dag_run)
     assert dag_run.state == "failed"
-    assert states[("wait_for_object", 1)] == "failed"
-    assert {states[("load_table", index)] for index in range(4)} == {"upstream_failed"}
-    assert states[("publish_window", -1)] == "upstream_failed"
+    assert states[("wait_for_objects", -1)] == "success", "an hour of 2024 is long past the horizon"
+    assert states[("load_window", -1)] == "success"
+    assert states[("check_window", -1)] == "failed"
+    with ClickHouseHook() as hook:
+        rows = hook.backend.execute(
+            "SELECT table_name, status, source_key FROM clickstream.ingest_log ORDER BY table_name", {}
+        )
+    assert [(table, status) for table, status, _ in rows] == [
+        ("browser_events", "loaded"),
+        ("device_events", "missing"),
+        ("geo_events", "loaded"),
+        ("location_events", "loaded"),
+    ]
+    [alert] = telegram_server.messages
+    assert "1 object(s) absent past the lateness horizon" in alert.text
+    assert "2024-04-10 23:00 .. 2024-04-10 23:00 UTC (1 h): device_events" in alert.text
 
 
 def test_marts_dag_brings_the_marts_to_a_full_rebuild_of_what_ingest_loaded(stack, s3_client, bucket):
@@ -173,3 +189,104 @@ def test_marts_dag_brings_the_marts_to_a_full_rebuild_of_what_ingest_loaded(stac
     extra = asset_events("clickstream/marts")[-1]
     assert extra["mode"] == "incremental"
     assert extra["loads_applied"] == 4
+
+
+# --- the catch-up DAG -----------------------------------------------------------------------
+
+
+def history_stack(project_config, bucket: str, hours: int, **overrides: str):
+    """Settings whose history (start_date up to the lateness horizon) is about ``hours`` long."""
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    horizon = timedelta(seconds=get_settings().source.lateness_horizon_seconds)
+    start = now - horizon - timedelta(hours=hours)
+    project_config(start_date=f'"{start.isoformat()}"', source__bucket=f'"{bucket}"', **overrides)
+    return get_settings()
+
+
+def logged_windows(status: str) -> dict[str, set[str]]:
+    with ClickHouseHook() as hook:
+        rows = hook.backend.execute(
+            "SELECT toString(window_start), groupArray(table_name) FROM clickstream.ingest_log "
+            "WHERE status = {status:String} GROUP BY window_start",
+            {"status": status},
+        )
+    return {window: set(tables) for window, tables in rows}
+
+
+def test_catch_up_over_a_hundred_absent_hours_alerts_once_and_logs_every_hour(
+    airflow_db, bucket, chdb_path, project_config, telegram_server
+):
+    settings = history_stack(project_config, bucket, hours=100)
+
+    dag_run = run_dag("clickstream_ingest_catchup")
+
+    states = task_states(dag_run)
+    assert states[("load_batch", -1)] == "success"
+    assert states[("continue_catch_up", -1)] == "skipped", "nothing left after one batch"
+    assert states[("check_batch", -1)] == "failed"
+    missing = logged_windows("missing")
+    expected = {
+        (settings.start_date + timedelta(hours=offset)).strftime("%Y-%m-%d %H:%M:%S") for offset in range(100)
+    }
+    assert set(missing) == expected
+    assert all(tables == set(settings.table_names) for tables in missing.values())
+    [alert] = telegram_server.messages
+    assert "400 object(s) absent past the lateness horizon" in alert.text
+    assert "(100 h): browser_events, device_events, geo_events, location_events" in alert.text
+
+
+def test_a_catch_up_batch_that_leaves_history_schedules_the_next_one(
+    airflow_db, bucket, chdb_path, project_config, s3_client, telegram_server
+):
+    settings = history_stack(project_config, bucket, hours=40, catchup__batch_seconds="1")
+    upload_hours(s3_client, bucket, settings.start_date, 40, events_per_hour=200, seed=12)
+    backlog_events = len(asset_events("clickstream/catchup-backlog"))
+
+    dag_run = run_dag("clickstream_ingest_catchup")
+
+    states = task_states(dag_run)
+    assert dag_run.state == "success", states
+    assert states[("continue_catch_up", -1)] == "success"
+    assert len(asset_events("clickstream/catchup-backlog")) == backlog_events + 1
+    report = asset_events("clickstream/raw")[-1]
+    assert 0 < report["windows"] < 40
+    assert telegram_server.messages == []
+
+
+def committed_loads() -> dict[tuple[str, str], str]:
+    with ClickHouseHook() as hook:
+        rows = hook.backend.execute(
+            "SELECT table_name, toString(window_start), toString(load_id) FROM clickstream.committed_loads",
+            {},
+        )
+    return {(table, window): load_id for table, window, load_id in rows}
+
+
+def test_hours_loaded_in_bulk_are_reprocessed_one_by_one_or_as_a_range(
+    airflow_db, bucket, chdb_path, project_config, s3_client
+):
+    settings = history_stack(project_config, bucket, hours=6)
+    upload_hours(s3_client, bucket, settings.start_date, 6, events_per_hour=100, seed=13)
+    assert run_dag("clickstream_ingest_catchup").state == "success"
+    before = committed_loads()
+    rows_before = loaded_row_counts(settings)
+    hours = [settings.start_date + timedelta(hours=offset) for offset in range(6)]
+
+    one = run_dag("clickstream_ingest_hourly", conf={"window_start": hours[2].isoformat()})
+    assert one.state == "success", task_states(one)
+    after_one = committed_loads()
+    stamp = "%Y-%m-%d %H:%M:%S"
+    assert {key for key in before if after_one[key] != before[key]} == {
+        (table, hours[2].strftime(stamp)) for table in settings.table_names
+    }
+
+    ranged = run_dag(
+        "clickstream_ingest_catchup",
+        conf={"reload_from": hours[4].isoformat(), "reload_to": hours[5].isoformat()},
+    )
+    assert ranged.state == "success", task_states(ranged)
+    after_range = committed_loads()
+    assert {key for key in before if after_range[key] != after_one[key]} == {
+        (table, hours[4].strftime(stamp)) for table in settings.table_names
+    }
+    assert loaded_row_counts(settings) == rows_before, "reloads replace, never add"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from airflow.dag_processing.dagbag import DagBag
 from airflow.serialization.encoders import coerce_to_core_timetable
@@ -10,10 +12,15 @@ from airflow.timetables.base import TimeRestriction
 from clickstream.alerts import notify_task_failure
 from clickstream.config import PROJECT_ROOT, get_settings
 
-DAG_IDS = {"clickstream_ingest_hourly", "clickstream_marts", "clickstream_truncate"}
+DAG_IDS = {
+    "clickstream_ingest_hourly",
+    "clickstream_ingest_catchup",
+    "clickstream_marts",
+    "clickstream_truncate",
+}
 WAREHOUSE_TASKS = {
-    ("clickstream_ingest_hourly", "create_tables"),
-    ("clickstream_ingest_hourly", "load_table"),
+    ("clickstream_ingest_hourly", "load_window"),
+    ("clickstream_ingest_catchup", "load_batch"),
     ("clickstream_marts", "refresh_marts"),
     ("clickstream_truncate", "empty_tables"),
 }
@@ -55,15 +62,34 @@ def test_every_task_alerts_on_final_failure(dag_bag):
             assert notify_task_failure in callbacks, f"{dag.dag_id}.{task.task_id} sends no alert"
 
 
+# Checks that report absent or damaged objects fail for good at once: a retry cannot mend them.
+CHECK_TASKS = {("clickstream_ingest_hourly", "check_window"), ("clickstream_ingest_catchup", "check_batch")}
+
+
 def test_retries_follow_config(dag_bag):
     settings = get_settings()
     expected = {
         "clickstream_ingest_hourly": settings.ingest.retries,
+        "clickstream_ingest_catchup": settings.ingest.retries,
         "clickstream_marts": settings.marts.retries,
         "clickstream_truncate": 0,
     }
     for dag in dag_bag.dags.values():
-        assert {task.retries for task in dag.tasks} == {expected[dag.dag_id]}, dag.dag_id
+        for task in dag.tasks:
+            wanted = 0 if (dag.dag_id, task.task_id) in CHECK_TASKS else expected[dag.dag_id]
+            assert task.retries == wanted, f"{dag.dag_id}.{task.task_id}"
+
+
+def test_pool_priorities_put_the_live_hour_then_the_marts_before_the_catch_up(dag_bag):
+    def weight(dag_id: str, task_id: str) -> int:
+        task = dag_bag.dags[dag_id].get_task(task_id)
+        assert task.weight_rule == "absolute", f"{dag_id}.{task_id} weight depends on the graph"
+        return task.priority_weight
+
+    live = weight("clickstream_ingest_hourly", "load_window")
+    marts = weight("clickstream_marts", "refresh_marts")
+    catch_up = weight("clickstream_ingest_catchup", "load_batch")
+    assert live > marts > catch_up
 
 
 def test_tasks_that_open_the_warehouse_share_its_pool(dag_bag):
@@ -74,21 +100,37 @@ def test_tasks_that_open_the_warehouse_share_its_pool(dag_bag):
     assert in_pool == WAREHOUSE_TASKS
 
 
-def test_ingest_schedule_yields_hourly_windows_from_the_start_date(dag_bag):
+def test_live_ingest_runs_the_newest_complete_hour_only(dag_bag):
     dag = dag_bag.dags["clickstream_ingest_hourly"]
-    assert dag.catchup is True
-    assert dag.max_active_runs == get_settings().ingest.max_active_runs
+    assert dag.catchup is False, "history belongs to the catch-up DAG"
     timetable = coerce_to_core_timetable(dag.timetable)
-    restriction = TimeRestriction(earliest=dag.start_date, latest=None, catchup=True)
-    intervals, last = [], None
-    for _ in range(3):
-        info = timetable.next_dagrun_info(last_automated_data_interval=last, restriction=restriction)
-        last = info.data_interval
-        intervals.append((last.start.isoformat(), last.end.isoformat()))
-    assert intervals == [
-        ("2024-04-10T23:00:00+00:00", "2024-04-11T00:00:00+00:00"),
-        ("2024-04-11T00:00:00+00:00", "2024-04-11T01:00:00+00:00"),
-        ("2024-04-11T01:00:00+00:00", "2024-04-11T02:00:00+00:00"),
+    restriction = TimeRestriction(earliest=dag.start_date, latest=None, catchup=False)
+    info = timetable.next_dagrun_info(last_automated_data_interval=None, restriction=restriction)
+    now = datetime.now(UTC)
+    newest_end = now.replace(minute=0, second=0, microsecond=0)
+    assert info.data_interval.end == newest_end
+    assert info.data_interval.end - info.data_interval.start == timedelta(hours=1)
+    following = timetable.next_dagrun_info(
+        last_automated_data_interval=info.data_interval, restriction=restriction
+    )
+    assert following.data_interval.start == info.data_interval.end
+
+
+def test_live_ingest_always_has_a_free_run_slot_beside_waiting_runs(dag_bag):
+    dag = dag_bag.dags["clickstream_ingest_hourly"]
+    waiting_runs = -(-get_settings().source.lateness_horizon_seconds // 3600) + 1
+    assert dag.max_active_runs > waiting_runs
+
+
+def test_catch_up_runs_on_its_backlog_asset_and_an_hourly_timer_one_batch_at_a_time(dag_bag):
+    dag = dag_bag.dags["clickstream_ingest_catchup"]
+    assert type(dag.timetable).__name__ == "AssetOrTimeSchedule"
+    assert [asset.uri for asset in dag.timetable.asset_condition.objects] == ["clickstream/catchup-backlog"]
+    assert dag.catchup is False and dag.max_active_runs == 1
+    assert [o.uri for o in dag.get_task("continue_catch_up").outlets] == ["clickstream/catchup-backlog"]
+    assert [o.uri for o in dag.get_task("load_batch").outlets] == ["clickstream/raw"]
+    assert [o.uri for o in dag_bag.dags["clickstream_ingest_hourly"].get_task("load_window").outlets] == [
+        "clickstream/raw"
     ]
 
 

@@ -20,7 +20,7 @@ from clickstream.loading import (
     resolve_window,
     source_bucket,
 )
-from clickstream.source import SourceFormatError, SourceObjectMissing
+from clickstream.source import SourceFormatError
 from clickstream.warehouse import ClickHouseHook
 
 HOUR = datetime(2024, 4, 10, 23, tzinfo=UTC)
@@ -214,7 +214,7 @@ def test_bad_input_names_object_and_line_and_keeps_previous_content(
     if line is not None:
         assert f"line {line}:" in message
     assert checksums(warehouse, "browser_events") == before
-    failures = [entry for entry in ingest_log(warehouse, "browser_events") if entry["status"] == "failed"]
+    failures = [entry for entry in ingest_log(warehouse, "browser_events") if entry["status"] == "rejected"]
     assert len(failures) == 1 and reason in failures[0]["error"]
     leftovers = warehouse.backend.execute("SELECT count() FROM clickstream.browser_events_loads", {})
     assert leftovers == [[40]], "the failed load's staged rows are removed"
@@ -233,31 +233,6 @@ def test_wrong_type_in_other_tables_is_named(s3_client, bucket, loader, settings
     put_table(s3_client, bucket, HOUR, "device_events", [json.dumps(line)])
     with pytest.raises(SourceFormatError, match=r"line 1: key 'device_is_mobile' holds 'yes'"):
         loader.load(settings.table("device_events"), HOUR)
-
-
-@pytest.mark.parametrize("policy", ["wait", "fail"])
-def test_missing_object_fails_under_wait_and_fail_policies(warehouse, settings, bucket, policy):
-    settings = replace(settings, source=replace(settings.source, missing_object_policy=policy))
-    loader = WindowLoader(warehouse, source_bucket(settings), settings)
-    with pytest.raises(
-        SourceObjectMissing, match=rf"s3://{bucket}/year=2024/month=04/day=10/hour=23/geo_events"
-    ):
-        loader.load(settings.table("geo_events"), HOUR)
-    assert [entry["status"] for entry in ingest_log(warehouse, "geo_events")] == ["failed"]
-
-
-def test_missing_object_under_skip_policy_commits_an_empty_window(s3_client, bucket, warehouse, settings):
-    put_table(s3_client, bucket, HOUR, "browser_events", browser_lines(10))
-    skip = replace(settings, source=replace(settings.source, missing_object_policy="skip"))
-    loader = WindowLoader(warehouse, source_bucket(skip), skip)
-    loader.load(skip.table("browser_events"), HOUR)
-    s3_client.delete_object(Bucket=bucket, Key="year=2024/month=04/day=10/hour=23/browser_events.jsonl.zip")
-
-    result = loader.load(skip.table("browser_events"), HOUR)
-
-    assert (result.status, result.rows) == ("skipped", 0)
-    assert checksums(warehouse, "browser_events") == {}
-    assert [entry["status"] for entry in ingest_log(warehouse, "browser_events")] == ["loaded", "skipped"]
 
 
 class _InterleavingHook:

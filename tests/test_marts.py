@@ -540,6 +540,7 @@ E5 = Event("E5", E, "2024-04-29 11:05:00.000000", "/confirmation")
 WL = datetime(2024, 5, 1, 2, tzinfo=UTC)
 WH = datetime(2024, 4, 29, 11, tzinfo=UTC)
 WS = datetime(2024, 5, 1, 3, tzinfo=UTC)  # never written: skipped
+WE = datetime(2024, 5, 1, 4, tzinfo=UTC)  # four objects without a line
 
 
 def delete_window(s3_client, bucket: str, window_start: datetime) -> None:
@@ -557,7 +558,7 @@ def test_every_refresh_of_a_sequence_equals_a_full_rebuild(s3_client, bucket, ho
     settings = replace(
         settings,
         marts=replace(settings.marts, chunk_hours=2),
-        source=replace(settings.source, missing_object_policy="skip"),
+        source=replace(settings.source, absent_object_outcome="skip"),
     )
     # The same raw data in a second database, rebuilt in full after every step.
     reference = replace(settings, warehouse=replace(settings.warehouse, database="clickstream_reference"))
@@ -571,6 +572,11 @@ def test_every_refresh_of_a_sequence_equals_a_full_rebuild(s3_client, bucket, ho
             for loader in loaders:
                 for table in settings.tables:
                     loader.load(table, window_start)
+
+    def skip(window_start: datetime) -> None:
+        """Resolve a window whose objects are absent past the lateness horizon: skipped."""
+        for loader in loaders:
+            loader.record_absent([(table, window_start) for table in settings.tables], now=datetime.now(UTC))
 
     def refreshed():
         result = refresh(hook, settings)
@@ -614,14 +620,20 @@ def test_every_refresh_of_a_sequence_equals_a_full_rebuild(s3_client, bucket, ho
     assert (H00, "/home", *SN, 1) not in hourly_events(hook, settings)
 
     # A skipped window: four commits, no events, nothing to recompute (no 1970 range).
-    load(WS)
+    skip(WS)
     skipped = refreshed()
     assert (skipped.loads_applied, skipped.ranges, skipped.hours, skipped.version) == (4, [], 0, 0)
+
+    # A window whose objects hold no line: loaded, but no event time either.
+    put_window(s3_client, bucket, WE, [])
+    load(WE)
+    empty = refreshed()
+    assert (empty.loads_applied, empty.ranges, empty.hours, empty.version) == (4, [], 0, 0)
 
     # W1 reloaded as skipped (its objects are gone): its events leave the marts; the hours
     # come from its earlier load.
     delete_window(s3_client, bucket, W1)
-    load(W1)
+    skip(W1)
     emptied = refreshed()
     assert emptied.ranges == [[H22, "2024-05-02 00:00:00"]]
     assert {row[0] for row in hourly_events(hook, settings)} == {

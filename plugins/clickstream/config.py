@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,7 +19,7 @@ DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config" / "clickstream.toml"
 SQL_DIR = PROJECT_ROOT / "include" / "sql"
 CONFIG_ENV_VAR = "CLICKSTREAM_CONFIG"
 
-MISSING_OBJECT_POLICIES = ("wait", "fail", "skip")
+ABSENT_OBJECT_OUTCOMES = ("fail", "skip")
 
 
 class ConfigError(ValueError):
@@ -68,16 +68,33 @@ class SourceSettings:
     conn_id: str
     bucket: str
     key_template: str
-    missing_object_policy: str
-    wait_timeout_seconds: int
+    lateness_horizon_seconds: int
+    absent_object_outcome: str
     poke_interval_seconds: int
+
+    @property
+    def lateness_horizon(self) -> timedelta:
+        return timedelta(seconds=self.lateness_horizon_seconds)
 
 
 @dataclass(frozen=True)
 class IngestSettings:
-    max_active_runs: int
     retries: int
     retry_delay_seconds: int
+
+
+@dataclass(frozen=True)
+class CatchupSettings:
+    batch_seconds: int
+
+
+@dataclass(frozen=True)
+class PrioritySettings:
+    """Priority weights of the tasks that share the warehouse pool."""
+
+    live: int
+    marts: int
+    catchup: int
 
 
 @dataclass(frozen=True)
@@ -96,6 +113,8 @@ class Settings:
     warehouse: WarehouseSettings
     source: SourceSettings
     ingest: IngestSettings
+    catchup: CatchupSettings
+    priorities: PrioritySettings
     marts: MartSettings
     tables: tuple[SourceTable, ...]
 
@@ -117,10 +136,17 @@ def _require(section: dict, key: str, where: str):
         raise ConfigError(f"{where}: missing required key {key!r}") from None
 
 
-def _positive_int(section: dict, key: str, where: str) -> int:
+def _non_negative(section: dict, key: str, where: str) -> int:
     value = _require(section, key, where)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{where}.{key} is {value!r}; expected a whole number of at least 1")
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(f"{where}.{key} is {value!r}; expected a whole number >= 0")
+    return value
+
+
+def _positive(section: dict, key: str, where: str) -> int:
+    value = _non_negative(section, key, where)
+    if value == 0:
+        raise ConfigError(f"{where}.{key} is 0; expected a whole number >= 1")
     return value
 
 
@@ -168,10 +194,12 @@ def parse_settings(raw: dict) -> Settings:
     source = _require(raw, "source", "config")
     ingest = _require(raw, "ingest", "config")
     marts = _require(raw, "marts", "config")
-    policy = _require(source, "missing_object_policy", "source")
-    if policy not in MISSING_OBJECT_POLICIES:
+    catchup = _require(raw, "catchup", "config")
+    priorities = _require(raw, "priorities", "config")
+    outcome = _require(source, "absent_object_outcome", "source")
+    if outcome not in ABSENT_OBJECT_OUTCOMES:
         raise ConfigError(
-            f"source.missing_object_policy is {policy!r}; expected one of {', '.join(MISSING_OBJECT_POLICIES)}"
+            f"source.absent_object_outcome is {outcome!r}; expected one of {', '.join(ABSENT_OBJECT_OUTCOMES)}"
         )
     template = _require(source, "key_template", "source")
     if "{table}" not in template:
@@ -187,20 +215,25 @@ def parse_settings(raw: dict) -> Settings:
             conn_id=_require(source, "conn_id", "source"),
             bucket=_require(source, "bucket", "source"),
             key_template=template,
-            missing_object_policy=policy,
-            wait_timeout_seconds=int(_require(source, "wait_timeout_seconds", "source")),
-            poke_interval_seconds=int(_require(source, "poke_interval_seconds", "source")),
+            lateness_horizon_seconds=_non_negative(source, "lateness_horizon_seconds", "source"),
+            absent_object_outcome=outcome,
+            poke_interval_seconds=_positive(source, "poke_interval_seconds", "source"),
         ),
         ingest=IngestSettings(
-            max_active_runs=int(_require(ingest, "max_active_runs", "ingest")),
             retries=int(_require(ingest, "retries", "ingest")),
             retry_delay_seconds=int(_require(ingest, "retry_delay_seconds", "ingest")),
+        ),
+        catchup=CatchupSettings(batch_seconds=_positive(catchup, "batch_seconds", "catchup")),
+        priorities=PrioritySettings(
+            live=_positive(priorities, "live", "priorities"),
+            marts=_positive(priorities, "marts", "priorities"),
+            catchup=_positive(priorities, "catchup", "priorities"),
         ),
         marts=MartSettings(
             purchase_page_path=_require(marts, "purchase_page_path", "marts"),
             checkout_paths=tuple(_require(marts, "checkout_paths", "marts")),
             journey_lookback_hours=int(_require(marts, "journey_lookback_hours", "marts")),
-            chunk_hours=_positive_int(marts, "chunk_hours", "marts"),
+            chunk_hours=_positive(marts, "chunk_hours", "marts"),
             retries=int(_require(marts, "retries", "marts")),
             retry_delay_seconds=int(_require(marts, "retry_delay_seconds", "marts")),
         ),

@@ -72,6 +72,28 @@ def member_name(table: str) -> str:
     return f"{table}.jsonl"
 
 
+# strftime fields that do not change within a UTC day.
+_DAY_FIELDS = frozenset("YmdyjbBaAuwUWVGCe%")
+
+
+def day_prefix(key_template: str, window_start: datetime) -> str:
+    """Return the longest key prefix shared by every object of the day of ``window_start``.
+
+    Listing it (paginated) finds what exists for a whole day with one or a few requests,
+    instead of one request per table and hour.
+    """
+    end = key_template.find("{table}")
+    end = len(key_template) if end < 0 else end
+    position = key_template.find("%")
+    while 0 <= position < end:
+        field = key_template[position + 1 : position + 2]
+        if field not in _DAY_FIELDS:
+            end = position
+            break
+        position = key_template.find("%", position + 2)
+    return window_start.strftime(key_template[:end])
+
+
 class SourceBucket:
     """Read-only access to the source bucket through an Airflow AWS connection."""
 
@@ -96,6 +118,15 @@ class SourceBucket:
                 return False
             raise
         return True
+
+    def keys_under(self, prefix: str) -> set[str]:
+        """Return every key that starts with ``prefix``, over as many list pages as it takes."""
+        paginator = self._client.get_paginator("list_objects_v2")
+        return {
+            entry["Key"]
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
+            for entry in page.get("Contents", ())
+        }
 
     @contextmanager
     def fetch_member(self, key: str, member: str) -> Iterator[FetchedObject]:

@@ -1,0 +1,93 @@
+"""
+### Clickstream ingest: catch-up of history
+
+Loads, in bulk, every window older than the lateness horizon that has no final row in the
+ingest log: on the first start the hours from the configured start date, later any hour the
+live DAG missed.
+
+* One run is one batch: `load_batch` resolves windows newest first for up to
+  `catchup.batch_seconds`, each window committed on its own, then hands the warehouse pool
+  back (the live hour and the marts have higher priority weights).
+* While history is left, `continue_catch_up` emits `clickstream/catchup-backlog`, which
+  schedules the next batch at once; the hourly timer resumes it after a failure.
+* `check_batch` fails, with one message for the whole batch, when objects were absent past
+  the horizon (outcome `fail`) or rejected as damaged: one alert per batch, not per hour.
+* A manual run with `reload_from` and `reload_to` reloads every window of that range,
+  whatever its state: the way to reprocess hours loaded in bulk.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+from airflow.sdk.exceptions import AirflowSkipException
+
+from clickstream import catchup, loading
+from clickstream.alerts import notify_task_failure
+from clickstream.assets import CATCHUP_BACKLOG, RAW_WINDOWS
+from clickstream.config import get_settings
+
+settings = get_settings()
+
+
+@dag(
+    dag_id="clickstream_ingest_catchup",
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("30 * * * *", timezone="UTC"), assets=[CATCHUP_BACKLOG]
+    ),
+    start_date=pendulum.instance(settings.start_date),
+    catchup=False,
+    max_active_runs=1,
+    params={
+        "reload_from": Param(
+            None,
+            type=["null", "string"],
+            description="First hour of a range to reload in a manual run, e.g. 2024-04-11T00:00:00Z.",
+        ),
+        "reload_to": Param(
+            None,
+            type=["null", "string"],
+            description="End of that range (exclusive), e.g. 2024-04-12T00:00:00Z.",
+        ),
+    },
+    default_args={
+        "owner": "data-platform",
+        "retries": settings.ingest.retries,
+        "retry_delay": timedelta(seconds=settings.ingest.retry_delay_seconds),
+        "on_failure_callback": notify_task_failure,
+        "weight_rule": "absolute",
+        "priority_weight": settings.priorities.catchup,
+    },
+    tags=["clickstream", "ingest"],
+    doc_md=__doc__,
+)
+def clickstream_ingest_catchup():
+    @task(pool=settings.warehouse.pool, outlets=[RAW_WINDOWS])
+    def load_batch(params=None, run_id=None, ti=None, outlet_events=None) -> dict:
+        report = catchup.catch_up(
+            settings,
+            run_id=run_id,
+            try_number=ti.try_number,
+            reload_from=params.get("reload_from"),
+            reload_to=params.get("reload_to"),
+        )
+        outlet_events[RAW_WINDOWS].extra = loading.IngestReport(**report).asset_extra()
+        return report
+
+    @task(outlets=[CATCHUP_BACKLOG])
+    def continue_catch_up(report: dict) -> None:
+        if not report["remaining"]:
+            raise AirflowSkipException("history is caught up")
+
+    @task(retries=0)
+    def check_batch(report: dict) -> None:
+        loading.fail_on_problems(report)
+
+    report = load_batch()
+    continue_catch_up(report)
+    check_batch(report)
+
+
+clickstream_ingest_catchup()

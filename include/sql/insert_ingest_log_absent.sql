@@ -1,0 +1,32 @@
+-- One ingest_log row per object absent past the lateness horizon, all in one INSERT so that
+-- an hour with nothing to load costs a share of one statement. absent is a JSON array of
+-- [load_id, table_name, window_start, source_key, error]; status is 'missing' (outcome fail)
+-- or 'skipped' (outcome skip: a commit of the empty window).
+INSERT INTO {database:Identifier}.ingest_log
+(
+    load_id, table_name, window_start, status, source_bucket, source_key, source_etag,
+    source_bytes, rows, min_event_time, max_event_time, started_at, finished_at, duration_ms,
+    error, dag_run_id, try_number
+)
+SELECT
+    toUUID(entry.1),
+    entry.2,
+    toDateTime(entry.3, 'UTC'),
+    {status:String},
+    {source_bucket:String},
+    entry.4,
+    '',
+    0,
+    0,
+    NULL,
+    NULL,
+    {recorded_at:DateTime64(6, 'UTC')},
+    {recorded_at:DateTime64(6, 'UTC')},
+    0,
+    entry.5,
+    {dag_run_id:String},
+    {try_number:UInt32}
+FROM
+(
+    SELECT arrayJoin(JSONExtract({absent:String}, 'Array(Tuple(String, String, String, String, String))')) AS entry
+);

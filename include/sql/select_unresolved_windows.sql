@@ -1,0 +1,25 @@
+-- Windows in [window_from, window_to) with tables (a JSON array of names) that have no final
+-- row in the ingest log, newest first, each with those tables. Final: 'loaded' or 'skipped'
+-- (committed), 'missing' (absent past the lateness horizon) or 'rejected' (a bad object, kept
+-- until an operator reloads the window). A 'failed' or merely 'started' attempt is not final:
+-- the window is tried again.
+WITH
+    {window_from:DateTime('UTC')} AS first_window,
+    {window_to:DateTime('UTC')} AS end_window
+SELECT toString(window_start), groupArray(table_name)
+FROM
+(
+    SELECT
+        first_window + toIntervalHour(number) AS window_start,
+        arrayJoin(JSONExtract({tables:String}, 'Array(String)')) AS table_name
+    FROM numbers(toUInt64(greatest(0, dateDiff('hour', first_window, end_window))))
+)
+WHERE (table_name, window_start) NOT IN (
+    SELECT table_name, window_start
+    FROM {database:Identifier}.ingest_log
+    WHERE status IN ('loaded', 'skipped', 'missing', 'rejected')
+      AND window_start >= first_window
+      AND window_start < end_window
+)
+GROUP BY window_start
+ORDER BY window_start DESC;

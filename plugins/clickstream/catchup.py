@@ -1,0 +1,125 @@
+"""Catching up with history in bulk: every window older than the lateness horizon.
+
+The live DAG loads the newest hour only. Everything older, the first start's ~22,900 hours
+from ``start_date`` as much as the hours a stopped scheduler missed, is this module's job:
+the ingest log says which windows have no final row yet (``select_unresolved_windows.sql``),
+and one task resolves as many of them as it can in ``catchup.batch_seconds``, newest first,
+listing each day's prefix once. Every window is still committed on its own, table by table,
+exactly as a live load commits it; only the task around the loads is shared.
+
+The batch then hands the warehouse pool back, so the live hour and the marts (higher
+priority weights) run before the next batch starts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import UTC, datetime
+
+from clickstream.config import Settings, SourceTable
+from clickstream.loading import (
+    WINDOW,
+    WindowLoader,
+    ensure_schema,
+    load_windows,
+    parse_window_start,
+    source_bucket,
+)
+from clickstream.warehouse import ClickHouseHook
+
+log = logging.getLogger(__name__)
+
+_SECOND = "%Y-%m-%d %H:%M:%S"
+
+
+def history_end(settings: Settings, now: datetime) -> datetime:
+    """Return the end of the history the catch-up owns: windows ending a lateness horizon ago.
+
+    Newer windows are the live DAG's: their objects may still be on their way.
+    """
+    horizon_passed = (now - settings.source.lateness_horizon).replace(minute=0, second=0, microsecond=0)
+    return max(settings.start_date, horizon_passed)
+
+
+def unresolved_windows(
+    hook: ClickHouseHook, settings: Settings, window_from: datetime, window_to: datetime
+) -> list[tuple[datetime, tuple[SourceTable, ...]]]:
+    """Return the windows in ``[window_from, window_to)`` with tables lacking a final row, newest first."""
+    rows = hook.run(
+        "select_unresolved_windows",
+        {
+            "database": settings.warehouse.database,
+            "window_from": window_from.strftime(_SECOND),
+            "window_to": window_to.strftime(_SECOND),
+            "tables": json.dumps(list(settings.table_names)),
+        },
+    )
+    order = {name: position for position, name in enumerate(settings.table_names)}
+    return [
+        (
+            parse_window_start(window_start),
+            tuple(settings.table(name) for name in sorted(names, key=order.__getitem__)),
+        )
+        for window_start, names in rows
+    ]
+
+
+def every_window(
+    settings: Settings, window_from: datetime, window_to: datetime
+) -> list[tuple[datetime, tuple[SourceTable, ...]]]:
+    """Return every window of ``[window_from, window_to)`` with all tables, newest first."""
+    count = int((window_to - window_from) / WINDOW)
+    return [(window_from + WINDOW * offset, settings.tables) for offset in reversed(range(count))]
+
+
+def catch_up(
+    settings: Settings,
+    run_id: str = "",
+    try_number: int = 0,
+    reload_from: str | None = None,
+    reload_to: str | None = None,
+) -> dict:
+    """Resolve a batch of history; return its IngestReport as a dict (``remaining`` included).
+
+    Without ``reload_from``/``reload_to`` the batch takes the unresolved windows between
+    ``start_date`` and the lateness horizon, for up to ``catchup.batch_seconds``. With both,
+    it reloads every table of every window in ``[reload_from, reload_to)``, whatever their
+    state, with no time limit: an operator's way to reprocess a range loaded in bulk.
+    """
+    now = datetime.now(UTC)
+    with ClickHouseHook(settings.warehouse.conn_id) as hook:
+        ensure_schema(hook, settings)
+        loader = WindowLoader(hook, source_bucket(settings), settings)
+        if reload_from or reload_to:
+            if not (reload_from and reload_to):
+                raise ValueError("give both reload_from and reload_to, or neither")
+            first, end = parse_window_start(reload_from), parse_window_start(reload_to)
+            log.info("Reloading every window in [%s, %s)", first.isoformat(), end.isoformat())
+            report = load_windows(loader, every_window(settings, first, end), now, run_id, try_number)
+        else:
+            end = history_end(settings, now)
+            pending = unresolved_windows(hook, settings, settings.start_date, end)
+            log.info(
+                "%d window(s) between %s and %s lack a final row; resolving them for up to %d s",
+                len(pending),
+                settings.start_date.isoformat(),
+                end.isoformat(),
+                settings.catchup.batch_seconds,
+            )
+            deadline = time.monotonic() + settings.catchup.batch_seconds
+            report = load_windows(loader, pending, now, run_id, try_number, deadline=deadline)
+        report.remaining = len(
+            unresolved_windows(hook, settings, settings.start_date, history_end(settings, now))
+        )
+    log.info(
+        "Resolved %d window(s) (%d commits, %d rows, %d absent, %d rejected); %d left",
+        report.windows,
+        report.committed,
+        report.rows,
+        len(report.absent),
+        len(report.rejected),
+        report.remaining,
+    )
+    return report.to_dict()
