@@ -2,6 +2,8 @@
 # Both create (or reuse) the project-local virtualenv .venv and install the pinned packages.
 
 PYTHON ?= python3.11
+# Options for the script behind `make demo` or `make standalone`, e.g. ARGS="--api-port 8081".
+ARGS ?=
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -16,7 +18,7 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python scripts/demo.py
+	$(BIN)/python scripts/demo.py $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -33,7 +35,7 @@ benchmark-catchup: $(STAMP)
 	$(BIN)/python scripts/benchmark_catchup.py
 
 standalone: $(STAMP)
-	$(BIN)/python scripts/standalone.py
+	$(BIN)/python scripts/standalone.py $(ARGS)
 
 clean:
 	rm -rf .local

@@ -10,6 +10,8 @@ Empties the tables this bundle owns. Nothing runs without a typed confirmation.
 * `dry_run`: list each table and the rows it would lose, change nothing.
 
 Tables are emptied, never dropped; tables the bundle does not create are never touched.
+The DAG is created unpaused, so a triggered run starts at once: it has no schedule, and the
+typed confirmation is what guards it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ settings = get_settings()
     start_date=pendulum.instance(settings.start_date),
     catchup=False,
     max_active_runs=1,
+    # Paused at creation (Airflow's default), a triggered run would wait queued until someone
+    # unpaused the DAG; with no schedule, being unpaused runs nothing by itself.
+    is_paused_upon_creation=False,
     params={
         "confirm": Param(
             type="string",

@@ -29,22 +29,21 @@ import argparse
 import json
 import logging
 import os
-import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import contextlib
 import itertools
 
 import local_stack
+import standalone
 
 HOME = local_stack.PROJECT_ROOT / ".local" / "benchmark-catchup"
 INGEST_DAGS = ("clickstream_ingest_catchup", "clickstream_ingest_hourly")
@@ -138,27 +137,19 @@ def marts_idle_after(moment: datetime) -> bool:
     return finished_after and not busy
 
 
-def start_airflow(env: dict[str, str], log_path: Path) -> subprocess.Popen:
-    """Start ``airflow standalone`` in a process group of its own, output to ``log_path``."""
-    with log_path.open("ab") as sink:
-        return subprocess.Popen(
-            [str(Path(sys.executable).with_name("airflow")), "standalone"],
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+def live_run_window() -> datetime | None:
+    """The window of the live DAG's first run, once the scheduler has created it."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
 
-
-def stop_process_group(process: subprocess.Popen, timeout: float = 60) -> None:
-    """Stop ``process`` and every process it started (its group), by PID; SIGKILL what lingers."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=timeout)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=10)
+    with create_session() as session:
+        starts = session.scalars(
+            select(DagRun.data_interval_start)
+            .where(DagRun.dag_id == "clickstream_ingest_hourly")
+            .order_by(DagRun.data_interval_start)
+        ).all()
+    return starts[0] if starts else None
 
 
 def _memory_gib() -> float:
@@ -200,21 +191,20 @@ def main() -> None:
     shutil.rmtree(HOME, ignore_errors=True)
     HOME.mkdir(parents=True)
     now = datetime.now(UTC)
-    live_window = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
 
     from telegram_server import FakeTelegramServer
 
     telegram = FakeTelegramServer().start()
     try:
-        with local_stack.moto_server() as endpoint:
-            settings, started, live_uploaded_at = run_first_start(args, endpoint, telegram, now, live_window)
+        with local_stack.moto_server() as endpoint, standalone.sigterm_as_interrupt():
+            settings, started, live_window, live_uploaded_at = run_first_start(args, endpoint, telegram, now)
         alerts_sent = len(telegram.messages)
     finally:
         telegram.stop()
     report(settings, started, live_window, live_uploaded_at, args.hours + args.absent_hours, alerts_sent)
 
 
-def run_first_start(args, endpoint: str, telegram, now: datetime, live_window: datetime):
+def run_first_start(args, endpoint: str, telegram, now: datetime):
     """Run Airflow on a fresh first start until history, the live hour and the marts are done."""
     from telegram_server import connection_uri_json
 
@@ -222,28 +212,15 @@ def run_first_start(args, endpoint: str, telegram, now: datetime, live_window: d
 
     airflow_log = HOME / "airflow.log"
     bucket = "clickstream-benchmark"
-    port = local_stack.free_port()
-    env = local_stack.airflow_environment(HOME / "airflow")
-    env.update(
-        {
-            "AIRFLOW_CONN_CLICKSTREAM_S3": local_stack.s3_connection_uri(endpoint),
-            "AIRFLOW_CONN_CLICKHOUSE_DEFAULT": local_stack.chdb_connection_uri(HOME / "chdb"),
-            "AIRFLOW_CONN_TELEGRAM_DEFAULT": connection_uri_json(telegram.base_url),
-            "AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-        }
-    )
+    api_port = local_stack.free_port()
+    env = standalone.standalone_environment(HOME, endpoint, api_port)
+    env["AIRFLOW_CONN_TELEGRAM_DEFAULT"] = connection_uri_json(telegram.base_url)
     os.environ.update(env)
     horizon = timedelta(seconds=get_settings().source.lateness_horizon_seconds)
     total_hours = args.hours + args.absent_hours
     history_end = (now - horizon).replace(minute=0, second=0, microsecond=0)
     start = history_end - timedelta(hours=total_hours)
-    os.environ[CONFIG_ENV_VAR] = env[CONFIG_ENV_VAR] = str(
-        write_config(start, bucket, args.poke_interval, args.batch_seconds)
-    )
+    os.environ[CONFIG_ENV_VAR] = str(write_config(start, bucket, args.poke_interval, args.batch_seconds))
     settings = get_settings()
 
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
@@ -257,51 +234,87 @@ def run_first_start(args, endpoint: str, telegram, now: datetime, live_window: d
     upload_hours(client, bucket, start, first_present, args.events_per_hour, seed=1)
     after_gap = start + timedelta(hours=first_present + args.absent_hours)
     upload_hours(client, bucket, after_gap, args.hours - first_present, args.events_per_hour, seed=1)
+    # The hours between history and the live hour: history only if the clock turns an hour
+    # during the run, and then they must not read as absent.
+    live_window = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    upload_hours(
+        client, bucket, history_end, int((live_window - history_end) / timedelta(hours=1)), 1, seed=2
+    )
 
     with airflow_log.open("ab") as sink:
         for command in (
             ["db", "migrate"],
             ["pools", "set", settings.warehouse.pool, "1", "chdb: one process per data path"],
             ["dags", "reserialize"],
-            *(["dags", "unpause", dag_id] for dag_id in DAG_IDS),
         ):
-            subprocess.run(
-                [str(Path(sys.executable).with_name("airflow")), *command],
-                env=os.environ,
-                check=True,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-            )
-    print(f"Airflow output: {airflow_log}", flush=True)
-    started = datetime.now(UTC)
-    airflow = start_airflow(dict(os.environ), airflow_log)
-    live_uploaded_at = None
-    try:
-        deadline = time.monotonic() + args.timeout
-        while time.monotonic() < deadline:
-            if airflow.poll() is not None:
-                raise RuntimeError(f"airflow standalone exited with {airflow.returncode}; see {airflow_log}")
-            elapsed = (datetime.now(UTC) - started).total_seconds()
-            if live_uploaded_at is None and elapsed >= args.live_after:
-                upload_hours(client, bucket, live_window, 1, args.events_per_hour, seed=1)
-                live_uploaded_at = datetime.now(UTC)
-                log.info("Uploaded the live hour %s", live_window.isoformat())
-            done = caught_up(total_hours) and live_uploaded_at is not None
-            live_end = live_loaded_at(live_window) if done else None
-            if done and live_end is not None:
-                last_batch_end = max(
-                    ti["end"]
-                    for ti in task_instances(("clickstream_ingest_catchup",))
-                    if ti["task_id"] == "load_batch" and ti["end"]
-                )
-                if marts_idle_after(max(last_batch_end, live_end)):
+            airflow_cli(command, sink)
+        print(f"Airflow output: {airflow_log}", flush=True)
+        live_window = live_uploaded_at = None
+        with standalone.AirflowStandalone(dict(os.environ), output=sink) as airflow:
+            # Unpaused only once the API server answers: a task started before it cannot
+            # report to the execution API and waits out a retry delay.
+            wait_until_healthy(airflow, api_port)
+            started = datetime.now(UTC)
+            for dag_id in DAG_IDS:
+                airflow_cli(["dags", "unpause", dag_id], sink)
+            deadline = time.monotonic() + args.timeout
+            while True:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"not caught up within {args.timeout} s; see {airflow_log}")
+                airflow.check()
+                elapsed = (datetime.now(UTC) - started).total_seconds()
+                if live_uploaded_at is None and elapsed >= args.live_after:
+                    live_window = live_run_window()
+                    if live_window is not None:
+                        upload_hours(client, bucket, live_window, 1, args.events_per_hour, seed=3)
+                        live_uploaded_at = datetime.now(UTC)
+                        log.info("Uploaded the live hour %s", live_window.isoformat())
+                if live_uploaded_at is not None and caught_up(total_hours) and finished(live_window):
                     break
-            time.sleep(5)
-        else:
-            raise RuntimeError(f"not caught up within {args.timeout} s; see {airflow_log}")
-    finally:
-        stop_process_group(airflow)
-    return settings, started, live_uploaded_at
+                time.sleep(5)
+    return settings, started, live_window, live_uploaded_at
+
+
+def airflow_cli(command: list[str], sink) -> None:
+    subprocess.run(
+        [str(standalone.VENV_BIN / "airflow"), *command],
+        env=os.environ,
+        check=True,
+        stdout=sink,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_until_healthy(airflow, api_port: int, timeout: float = 300) -> None:
+    """Block until the API server reports a healthy scheduler and DAG processor."""
+    deadline = time.monotonic() + timeout
+    url = f"http://127.0.0.1:{api_port}/api/v2/monitor/health"
+    while time.monotonic() < deadline:
+        airflow.check()
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                health = json.load(response)
+            if all(
+                health.get(part, {}).get("status") == "healthy" for part in ("scheduler", "dag_processor")
+            ):
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(2)
+    raise RuntimeError(f"Airflow was not healthy within {timeout:.0f} s")
+
+
+def finished(live_window: datetime) -> bool:
+    """Whether the live hour is loaded and the marts refreshed after it and after the last batch."""
+    live_end = live_loaded_at(live_window)
+    if live_end is None:
+        return False
+    last_batch_end = max(
+        ti["end"]
+        for ti in task_instances(("clickstream_ingest_catchup",))
+        if ti["task_id"] == "load_batch" and ti["end"]
+    )
+    return marts_idle_after(max(last_batch_end, live_end))
 
 
 def report(

@@ -19,6 +19,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryPolicy, RetryRule
+from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, AirflowTaskTerminated
+from telegram_server import FakeTelegramServer, connection_uri_json
 
 from clickstream.alerts import (
     MESSAGE_LIMIT,
@@ -40,6 +43,12 @@ def dags_folder(airflow_db, tmp_path, monkeypatch):
     """A fresh folder that is the ``dags-folder`` bundle for this test; write DAG files into it."""
     folder = tmp_path / "dags"
     folder.mkdir()
+    use_dags_folder(folder, monkeypatch)
+    return folder
+
+
+def use_dags_folder(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``folder`` the configured DAGs folder and the ``dags-folder`` bundle."""
     monkeypatch.setenv("AIRFLOW__CORE__DAGS_FOLDER", str(folder))
     monkeypatch.setenv(
         "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST",
@@ -53,7 +62,6 @@ def dags_folder(airflow_db, tmp_path, monkeypatch):
             ]
         ),
     )
-    return folder
 
 
 def run_dag_file(folder: Path, dag_id: str, source: str, logical_date: datetime = LOGICAL_DATE):
@@ -235,6 +243,66 @@ def test_notifier_skips_a_failure_that_will_be_retried(telegram_server, caplog):
     assert any("will be retried" in r.getMessage() for r in caplog.records if r.name == ALERTS_LOGGER)
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param(AirflowSensorTimeout("Sensor has timed out"), id="sensor-timeout"),
+        pytest.param(AirflowFailException("gone for good"), id="fail-exception"),
+        pytest.param(AirflowTaskTerminated("terminated"), id="task-terminated"),
+    ],
+)
+def test_notifier_alerts_on_a_failure_the_runner_never_retries(error, telegram_server):
+    # Try 1 of 3: by the try count a retry would come, but the task runner fails these at once.
+    notify_task_failure(make_context(error, try_number=1, max_tries=2, retries=2))
+
+    [sent] = telegram_server.messages
+    assert f"<code>{type(error).__module__}.{type(error).__qualname__}</code>" in sent.text
+    assert "<b>Try:</b> 1 of 3" in sent.text
+
+
+@pytest.mark.parametrize(
+    ("action", "alerts"),
+    [
+        pytest.param(RetryAction.FAIL, 1, id="policy-fail"),
+        pytest.param(RetryAction.RETRY, 0, id="policy-retry"),
+        pytest.param(RetryAction.DEFAULT, 0, id="policy-default"),
+    ],
+)
+def test_notifier_follows_the_tasks_retry_policy(action, alerts, telegram_server):
+    context = make_context(PermissionError("denied"), try_number=1, max_tries=2, retries=2)
+    context["task"].retry_policy = ExceptionRetryPolicy(
+        rules=[RetryRule(exception=PermissionError, action=action)]
+    )
+
+    notify_task_failure(context)
+
+    assert len(telegram_server.messages) == alerts
+
+
+def test_notifier_falls_back_to_the_try_count_when_the_policy_raises(telegram_server):
+    class BrokenPolicy(RetryPolicy):
+        def evaluate(self, exception, try_number, max_tries, context=None):
+            raise RuntimeError("policy bug")
+
+    context = make_context(try_number=1, max_tries=2, retries=2)
+    context["task"].retry_policy = BrokenPolicy()
+
+    notify_task_failure(context)
+
+    assert telegram_server.messages == []
+
+
+def test_notifier_alerts_after_the_last_try_without_an_exception(telegram_server):
+    # A heartbeat-timeout callback from the scheduler carries no exception: the try count decides.
+    context = make_context(try_number=3, max_tries=2, retries=2)
+    context.pop("exception")
+
+    notify_task_failure(context)
+
+    [sent] = telegram_server.messages
+    assert "<b>Try:</b> 3 of 3" in sent.text
+
+
 def test_error_reply_is_one_warning_and_one_attempt(telegram_server, caplog, capfd):
     telegram_server.error_reply = (400, "Bad Request: chat not found")
     started = time.monotonic()
@@ -391,3 +459,212 @@ def test_missing_connection_in_a_real_task_is_one_warning(dags_folder, monkeypat
     assert "AirflowNotFoundException" in warning.getMessage()
     out, err = capfd.readouterr()
     assert "Failed to run task callback" not in caplog.text + out + err
+
+
+# --- every kind of final failure, under the real task runner -----------------------------------
+
+FINAL_FAILURES_DAG = """
+from datetime import datetime, timedelta
+
+from airflow.sdk import (
+    CronDataIntervalTimetable,
+    ExceptionRetryPolicy,
+    PokeReturnValue,
+    RetryAction,
+    RetryRule,
+    dag,
+    task,
+)
+from airflow.sdk.exceptions import AirflowFailException
+
+from clickstream.alerts import notify_task_failure
+
+
+@dag(
+    dag_id="alerts_final",
+    schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args={
+        "retries": 2,
+        "retry_delay": timedelta(0),
+        "on_failure_callback": notify_task_failure,
+        # Also on retry, as after a restart (apache/airflow #56942): the notifier must stay quiet.
+        "on_retry_callback": notify_task_failure,
+    },
+)
+def final_failures():
+    @task
+    def load(table):
+        raise RuntimeError(f"cannot load {table}")
+
+    @task
+    def flaky(ti=None):
+        if ti.try_number == 1:
+            raise RuntimeError("first try fails")
+
+    # Like the ingest DAG's wait_for_object: mapped, reschedule mode (no worker slot held).
+    @task.sensor(mode="reschedule", poke_interval=1, timeout=2)
+    def wait_for_object(table):
+        return PokeReturnValue(is_done=False)
+
+    @task.sensor(mode="poke", poke_interval=0.2, timeout=1)
+    def wait_poking():
+        return False
+
+    @task(retries=0)
+    def no_retries():
+        raise ValueError("no second chance")
+
+    @task
+    def give_up():
+        raise AirflowFailException("the source is gone for good")
+
+    @task(retry_policy=ExceptionRetryPolicy(rules=[RetryRule(exception=PermissionError, action=RetryAction.FAIL)]))
+    def refused():
+        raise PermissionError("access denied")
+
+    load.expand(table=["events", "users"])
+    flaky()
+    wait_for_object.expand(table=["events", "users"])
+    wait_poking()
+    no_retries()
+    give_up()
+    refused()
+
+
+final_failures()
+"""
+
+
+@pytest.fixture(scope="module")
+def final_failures(airflow_db, tmp_path_factory):
+    """Run ``FINAL_FAILURES_DAG`` once with ``dag.test()`` against the fake Bot API.
+
+    :return: the task instances by (task_id, map_index), the messages sent, and the number of
+        reschedules recorded per (task_id, map_index)
+    """
+    from airflow.models.taskreschedule import TaskReschedule
+    from airflow.utils.session import create_session
+    from sqlalchemy import func, select
+
+    folder = tmp_path_factory.mktemp("dags")
+    server = FakeTelegramServer().start()
+    try:
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            use_dags_folder(folder, monkeypatch)
+            monkeypatch.setenv("AIRFLOW_CONN_TELEGRAM_DEFAULT", connection_uri_json(server.base_url))
+            dag_run = run_dag_file(folder, "alerts_final", FINAL_FAILURES_DAG)
+        tis = task_instances(dag_run)
+        with create_session() as session:
+            reschedules = {
+                key: session.scalar(
+                    select(func.count()).select_from(TaskReschedule).where(TaskReschedule.ti_id == ti.id)
+                )
+                for key, ti in tis.items()
+            }
+    finally:
+        server.stop()
+    return SimpleNamespace(tis=tis, messages=server.messages, reschedules=reschedules)
+
+
+def alerts_for(result, task_id: str, map_index: int = -1) -> list[str]:
+    """The texts of the messages sent for one task instance of ``final_failures``."""
+    task_line = f"<b>Task:</b> <code>{task_id}</code>"
+    if map_index >= 0:
+        task_line += f" [{map_index}]"
+    return [m.text for m in result.messages if re.search(rf"^{re.escape(task_line)}( |$)", m.text, re.M)]
+
+
+@pytest.mark.parametrize("map_index", [0, 1])
+def test_load_failing_every_try_alerts_once_after_the_last(final_failures, map_index):
+    ti = final_failures.tis[("load", map_index)]
+    assert ti.state == "failed"
+    assert ti.try_number == 3
+
+    [alert] = alerts_for(final_failures, "load", map_index)  # none for tries 1 and 2
+    assert "<b>Try:</b> 3 of 3" in alert
+    assert "<code>RuntimeError</code>" in alert
+
+
+def test_task_that_succeeds_on_retry_sends_nothing(final_failures):
+    ti = final_failures.tis[("flaky", -1)]
+    assert ti.state == "success"
+    assert ti.try_number == 2
+
+    assert alerts_for(final_failures, "flaky") == []
+
+
+@pytest.mark.parametrize("map_index", [0, 1])
+def test_rescheduled_sensor_timeout_alerts_once(final_failures, map_index):
+    ti = final_failures.tis[("wait_for_object", map_index)]
+    assert ti.state == "failed"
+    assert ti.try_number == 1  # a sensor timeout is never retried, whatever retries says
+    assert final_failures.reschedules[("wait_for_object", map_index)] >= 1  # it went the reschedule way
+
+    [alert] = alerts_for(final_failures, "wait_for_object", map_index)
+    assert "<b>Try:</b> 1 of 3" in alert
+    assert "<code>airflow.sdk.exceptions.AirflowSensorTimeout</code>" in alert
+    assert "Sensor has timed out" in alert
+
+
+def test_poking_sensor_timeout_alerts_once(final_failures):
+    ti = final_failures.tis[("wait_poking", -1)]
+    assert ti.state == "failed"
+    assert ti.try_number == 1
+    assert final_failures.reschedules[("wait_poking", -1)] == 0
+
+    [alert] = alerts_for(final_failures, "wait_poking")
+    assert "<code>airflow.sdk.exceptions.AirflowSensorTimeout</code>" in alert
+
+
+def test_task_without_retries_alerts_once(final_failures):
+    ti = final_failures.tis[("no_retries", -1)]
+    assert ti.state == "failed"
+    assert ti.try_number == 1
+
+    [alert] = alerts_for(final_failures, "no_retries")
+    assert "<b>Try:</b> 1 of 1" in alert
+    assert "no second chance" in alert
+
+
+def test_fail_exception_with_retries_left_alerts_once(final_failures):
+    ti = final_failures.tis[("give_up", -1)]
+    assert ti.state == "failed"
+    assert ti.try_number == 1
+
+    [alert] = alerts_for(final_failures, "give_up")
+    assert "<b>Try:</b> 1 of 3" in alert
+    assert "<code>airflow.sdk.exceptions.AirflowFailException</code>" in alert
+
+
+def test_retry_policy_that_fails_at_once_alerts_once(final_failures):
+    ti = final_failures.tis[("refused", -1)]
+    assert ti.state == "failed"
+    assert ti.try_number == 1
+
+    [alert] = alerts_for(final_failures, "refused")
+    assert "<b>Try:</b> 1 of 3" in alert
+    assert "<code>PermissionError</code>" in alert
+
+
+def test_every_final_failure_sent_exactly_one_message(final_failures):
+    failed = sorted(key for key, ti in final_failures.tis.items() if ti.state == "failed")
+    alerted = sorted(
+        (task_id, map_index)
+        for task_id, map_index in failed
+        for _ in alerts_for(final_failures, task_id, map_index)
+    )
+    assert failed == [
+        ("give_up", -1),
+        ("load", 0),
+        ("load", 1),
+        ("no_retries", -1),
+        ("refused", -1),
+        ("wait_for_object", 0),
+        ("wait_for_object", 1),
+        ("wait_poking", -1),
+    ]
+    assert alerted == failed
+    assert len(final_failures.messages) == len(failed)

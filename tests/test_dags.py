@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from airflow.dag_processing.dagbag import DagBag
@@ -55,6 +56,9 @@ def test_parsing_looks_up_no_connection(monkeypatch):
 
 
 def test_every_task_alerts_on_final_failure(dag_bag):
+    # Whatever DAGs dags/ holds: every file must yield a DAG, so a new one cannot slip past.
+    dag_files = {path.resolve() for path in (PROJECT_ROOT / "dags").glob("*.py")}
+    assert {Path(dag.fileloc).resolve() for dag in dag_bag.dags.values()} == dag_files
     for dag in dag_bag.dags.values():
         for task in dag.tasks:
             callbacks = task.on_failure_callback

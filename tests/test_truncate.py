@@ -169,6 +169,26 @@ def report_of(dag_run) -> list[dict] | None:
     return task_instances(dag_run)["empty_tables"].xcom_pull(task_ids="empty_tables")
 
 
+def test_truncate_dag_is_created_unpaused_so_a_trigger_runs_at_once(airflow_db):
+    from airflow.configuration import conf
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import sync_bag_to_db
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+
+    bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags"))
+    assert bag.dags[DAG_ID].is_paused_upon_creation is False
+
+    # What the DAG processor does with the DAGs of its bundle when it first sees them.
+    DagBundlesManager().sync_bundles_to_db()
+    sync_bag_to_db(bag, "dags-folder", None)
+
+    with create_session() as session:
+        assert session.get(DagModel, DAG_ID).is_paused is False
+    # ... where Airflow's default would have paused it.
+    assert conf.getboolean("core", "dags_are_paused_at_creation") is True
+
+
 def truncate_dag_runs() -> int:
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session

@@ -7,8 +7,13 @@ Wire the ready callback into a DAG's ``default_args`` so that every task gets it
     @dag(..., default_args={"on_failure_callback": notify_task_failure})
 
 Airflow 3 calls ``on_failure_callback`` only on a final failure, but a callback has been
-reported to fire on a retry after restarts (apache/airflow #56942), so the notifier checks
-the try number against the task's max tries itself and stays quiet while a retry is coming.
+reported to fire on a retry after restarts (apache/airflow #56942), so the notifier decides
+itself whether a retry is coming, by the rule of the task runner
+(``airflow.sdk.execution_time.task_runner``): ``AirflowFailException``,
+``AirflowSensorTimeout`` (a sensor that timed out) and ``AirflowTaskTerminated`` are never
+retried, whatever ``retries`` says; a task's ``retry_policy`` that answers ``FAIL`` is not
+retried either; any other failure is retried while the try number is at most the max tries.
+It alerts exactly when no retry is coming, and stays quiet otherwise.
 
 The message goes out through the Telegram provider's hook, connection ``telegram_default``
 (password: bot token, host: chat id). An optional connection extra ``base_url`` points the
@@ -30,7 +35,8 @@ from typing import Any
 import telegram
 import tenacity
 from airflow.providers.telegram.hooks.telegram import TelegramHook
-from airflow.sdk import BaseNotifier
+from airflow.sdk import BaseNotifier, RetryAction
+from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, AirflowTaskTerminated
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +47,8 @@ which is never less than what Telegram counts (the text after entity parsing).""
 EXCEPTION_LINES = 20
 FIELD_LIMIT = 300
 URL_LIMIT = 1000
+NEVER_RETRIED = (AirflowFailException, AirflowSensorTimeout, AirflowTaskTerminated)
+"""Exceptions the task runner fails a task on at once, without consulting retries or a retry policy."""
 
 # The Bot API URL is ``<base_url><token>/<method>``, base_url ending in ``/bot``.
 _TOKEN_IN_URL = re.compile(r"(?<=/bot)[^/\s'\"`]+")
@@ -216,11 +224,38 @@ class TelegramFailureNotifier(BaseNotifier):
 
     @staticmethod
     def _will_retry(context: Mapping[str, Any], try_number: int | None, max_tries: int) -> bool:
-        """Mirror Airflow's eligibility rule: retries configured and try_number <= max_tries."""
+        """Tell whether the task runner retries this failure, by its own rule.
+
+        In the order the runner applies it: an exception in ``NEVER_RETRIED`` fails the task at
+        once; a ``retry_policy`` answering ``FAIL`` fails it at once; otherwise it is retried
+        while retries are configured and ``try_number <= max_tries`` (the API server's
+        ``should_retry``). A failure without an exception (a callback the scheduler sends for a
+        task that lost its heartbeat) follows the try count alone.
+
+        :param context: the task's Airflow context (``ti``, ``task``, ``exception``)
+        :param try_number: the try that failed, 1-based
+        :param max_tries: the task instance's max tries (retries, plus earlier tries when cleared)
+        :return: whether another try is coming
+        """
+        error = context.get("exception")
+        if isinstance(error, NEVER_RETRIED):
+            return False
         task = getattr(context.get("ti"), "task", None) or context.get("task")
         if task is not None and not getattr(task, "retries", 0):
             return False
-        return try_number is not None and try_number <= max_tries
+        if try_number is None or try_number > max_tries:
+            return False
+        policy = getattr(task, "retry_policy", None)
+        if policy is not None and isinstance(error, BaseException):
+            try:
+                decision = policy.evaluate(
+                    exception=error, try_number=try_number, max_tries=max_tries, context=context
+                )
+            except Exception:
+                # The runner falls back to the try count when its policy raises; so does this.
+                return True
+            return decision.action != RetryAction.FAIL
+        return True
 
     def render_message(self, context: Mapping[str, Any]) -> str:
         """Return the HTML alert for a failed task, at most 4096 UTF-16 units; no side effects.

@@ -127,7 +127,7 @@ class WindowLoader:
 
     :param hook: an open warehouse hook.
     :param bucket: the source bucket.
-    :param settings: the bundle's settings (database, layout, missing-object policy).
+    :param settings: the bundle's settings (database, layout, lateness horizon, absent-object outcome).
     """
 
     def __init__(self, hook: ClickHouseHook, bucket: SourceBucket, settings: Settings):
@@ -140,7 +140,7 @@ class WindowLoader:
     ) -> LoadResult:
         """Replace ``table``'s content for the hour at ``window_start`` with its source object.
 
-        :raises SourceObjectMissing: the object is absent and the policy is not ``skip``.
+        :raises SourceObjectMissing: the object is absent; nothing is recorded (see ``record_absent``).
         :raises SourceFormatError: the object is not a ZIP with the table's JSON lines; the
             message names bucket, key and line. The window keeps its previous content.
         """

@@ -109,16 +109,6 @@ class SourceBucket:
 
         return S3Hook(aws_conn_id=self.conn_id).get_conn()
 
-    def exists(self, key: str) -> bool:
-        """Return whether ``key`` exists in the bucket."""
-        try:
-            self._client.head_object(Bucket=self.bucket, Key=key)
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in _MISSING_CODES:
-                return False
-            raise
-        return True
-
     def keys_under(self, prefix: str) -> set[str]:
         """Return every key that starts with ``prefix``, over as many list pages as it takes."""
         paginator = self._client.get_paginator("list_objects_v2")
