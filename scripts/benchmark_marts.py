@@ -3,8 +3,8 @@
 Run: ``.venv/bin/python scripts/benchmark_marts.py [--history-days 1,30,365]
 [--events-per-hour 2000] [--new-hours 5]`` (``make benchmark-marts`` runs the defaults).
 
-For each history length, on the local stack (``scripts/local_stack.py``: moto_server on
-loopback for S3, an embedded chdb), everything in a temporary directory, each step in a
+On the local stack (``scripts/local_stack.py``: moto_server on loopback for S3, an embedded
+chdb), everything in a temporary directory, one database per history length, each step in a
 fresh process of its own (so that each peak RSS is that step's alone):
 
 1. Synthetic history, written with SQL: ``--events-per-hour`` events in every hour of the
@@ -17,12 +17,13 @@ fresh process of its own (so that each peak RSS is that step's alone):
    OS, devices, users, regions and utm fields drawn with about the generator's shares.
 2. Full rebuild: once the engine's background merges of the history have finished, the
    first refresh (empty watermark), timed, with the process's peak RSS.
-3. One-hour refreshes: once the background merges of the rebuild's parts have finished
-   (as they have between two hourly runs), ``--new-hours`` new hours go through the ingest
-   path: the project's generator (``clickstream.generator.upload_hours``, the same seed for
-   every history) uploads each hour's ZIP objects in the real layout, including the late
+3. One-hour refreshes, once every history is rebuilt and the background merges have
+   finished (as they have between two hourly runs), in one process where the histories
+   take turns hour by hour, so that whatever else runs on the machine weighs on all of them
+   alike: the project's generator (``clickstream.generator.upload_hours``, the same seed
+   for every history) uploads the hour's ZIP objects in the real layout, including the late
    tail of the hour before; ``WindowLoader`` loads the four tables; a timed ``refresh``
-   follows. The median is reported.
+   follows. ``--new-hours`` hours; the median is reported.
 
 Targets: the one-hour refresh with the longest history takes at most 1.3 x the one with
 the shortest; the full rebuild's peak RSS over the longest history is at most 1.5 x the one
@@ -140,8 +141,12 @@ def _wait_for_merges(hook, database: str) -> float:
     return time.perf_counter() - started
 
 
-def one_hour_refreshes(days: int, per_hour: int, new_hours: int) -> dict:
-    """Load ``new_hours`` generated hours through the ingest path, timing a refresh after each."""
+def one_hour_refreshes(per_hour: int, new_hours: int, *history_days: int) -> dict:
+    """Load ``new_hours`` generated hours into every history, timing a refresh after each.
+
+    The histories take turns, hour by hour, so that whatever else the machine runs meanwhile
+    weighs on all of them alike.
+    """
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
     from clickstream.generator import upload_hours
@@ -149,21 +154,23 @@ def one_hour_refreshes(days: int, per_hour: int, new_hours: int) -> dict:
     from clickstream.marts import INCREMENTAL, refresh
     from clickstream.warehouse import ClickHouseHook
 
-    settings = _settings(days)
-    s3_client = S3Hook(aws_conn_id=settings.source.conn_id).get_conn()
-    s3_client.create_bucket(Bucket=settings.source.bucket)
-    refreshes = []
+    all_settings = {days: _settings(days) for days in history_days}
+    s3_client = S3Hook(aws_conn_id="clickstream_s3").get_conn()
+    refreshes: dict[int, list[dict]] = {days: [] for days in history_days}
     with ClickHouseHook() as hook:
-        waited = _wait_for_merges(hook, settings.warehouse.database)
-        loader = WindowLoader(hook, source_bucket(settings), settings)
+        waited = sum(_wait_for_merges(hook, s.warehouse.database) for s in all_settings.values())
+        loaders = {days: WindowLoader(hook, source_bucket(s), s) for days, s in all_settings.items()}
+        for settings in all_settings.values():
+            s3_client.create_bucket(Bucket=settings.source.bucket)
         for index in range(new_hours):
             window_start = FIRST_NEW_HOUR + timedelta(hours=index)
-            upload_hours(s3_client, settings.source.bucket, window_start, 1, per_hour, SEED)
-            for table in settings.tables:
-                loader.load(table, window_start)
-            result = refresh(hook, settings)
-            assert result.mode == INCREMENTAL, result
-            refreshes.append({"seconds": result.seconds, "hours": result.hours})
+            for days, settings in all_settings.items():
+                upload_hours(s3_client, settings.source.bucket, window_start, 1, per_hour, SEED)
+                for table in settings.tables:
+                    loaders[days].load(table, window_start)
+                result = refresh(hook, settings)
+                assert result.mode == INCREMENTAL, result
+                refreshes[days].append({"seconds": result.seconds, "hours": result.hours})
     return {"refreshes": refreshes, "merges_waited_seconds": waited}
 
 
@@ -223,8 +230,10 @@ def main() -> int:
         home = Path(tmp)
         os.environ.update(local_stack.airflow_environment(home / "airflow"))
         os.environ["AIRFLOW_CONN_CLICKSTREAM_S3"] = local_stack.s3_connection_uri(endpoint)
+        # One data path for every history (a database each), so that the refreshes can take
+        # turns in one process; each history is written and rebuilt before the next exists.
+        path = home / "chdb"
         for days in args.history_days:
-            path = home / f"chdb-{days}d"
             print(f"{_label(days)} of history, {args.events_per_hour} events per hour:", flush=True)
             history = run_step("history", [days, args.events_per_hour], path)
             print(f"  history written in {history['seconds']:.1f} s", flush=True)
@@ -235,15 +244,22 @@ def main() -> int:
                 f"peak RSS {rebuild['peak_rss_mb']:.0f} MB",
                 flush=True,
             )
-            refreshes = run_step("refresh", [days, args.events_per_hour, args.new_hours], path)
-            seconds = [entry["seconds"] for entry in refreshes["refreshes"]]
+            results[days] = {"rebuild": rebuild}
+        refreshes = run_step("refresh", [args.events_per_hour, args.new_hours, *args.history_days], path)
+        print(
+            f"One-hour refreshes, the histories taking turns (after "
+            f"{refreshes['merges_waited_seconds']:.0f} s of background merges):",
+            flush=True,
+        )
+        for days in args.history_days:
+            timed = refreshes["refreshes"][str(days)]
+            seconds = [entry["seconds"] for entry in timed]
             print(
-                f"  one-hour refreshes (after {refreshes['merges_waited_seconds']:.0f} s of background "
-                f"merges): {', '.join(f'{value:.2f} s' for value in seconds)} "
-                f"({refreshes['refreshes'][0]['hours']} hours recomputed each)",
+                f"  {_label(days)}: {', '.join(f'{value:.2f} s' for value in seconds)} "
+                f"({timed[0]['hours']} hours recomputed each)",
                 flush=True,
             )
-            results[days] = {"rebuild": rebuild, "refresh": statistics.median(seconds)}
+            results[days]["refresh"] = statistics.median(seconds)
 
     shortest, longest = args.history_days[0], args.history_days[-1]
     middle = args.history_days[-2] if len(args.history_days) > 1 else longest
