@@ -1,8 +1,10 @@
 """The purchase marts on the real engine (chdb), with data loaded through the ingest path.
 
 Hand-built events (ZIP objects in a local S3 bucket, loaded by WindowLoader) with expected
-rows computed by hand, the real sample's published counts, reloads compared with a full
-rebuild, and the parameterised views.
+rows computed by hand, whatever the chunk size; the real sample's published counts; a
+sequence of loads, reloads, late and skipped windows and truncates, each refresh compared
+with a full rebuild; the one commit that switches all five marts, the deletion of hidden
+rows and of a dead refresh's rows; the parameterised views.
 """
 
 from __future__ import annotations

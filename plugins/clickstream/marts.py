@@ -86,10 +86,6 @@ class PendingChanges:
     changes: tuple[Change, ...]
     ranges: tuple[HourRange, ...]
 
-    @property
-    def load_ids(self) -> list[str]:
-        return [change.load_id for change in self.changes]
-
 
 @dataclass(frozen=True)
 class Version:
