@@ -10,12 +10,21 @@
 # postgres, redis, ...). Forcing it here could move a shared dependency under one of them;
 # without it pip keeps the image's own constraint-resolved set and only adds what
 # requirements.txt asks for.
+#
+# The image talks to a ClickHouse server and does not carry the embedded engine (chdb, ~550 MB).
+# An operator who wants it in the image (to run the local stack inside it) builds with
+#   docker build --build-arg WITH_EMBEDDED_ENGINE=true .
+# which installs requirements-embedded.txt (requirements.txt plus chdb) instead.
 FROM apache/airflow:3.3.2-python3.11
+
+ARG WITH_EMBEDDED_ENGINE=false
 
 USER airflow
 
-COPY --chown=airflow:0 requirements.txt /requirements.txt
-RUN pip install --no-cache-dir "apache-airflow==3.3.2" -r /requirements.txt
+COPY --chown=airflow:0 requirements.txt requirements-embedded.txt /
+RUN if [ "$WITH_EMBEDDED_ENGINE" = "true" ]; then requirements=/requirements-embedded.txt; \
+    else requirements=/requirements.txt; fi; \
+    pip install --no-cache-dir "apache-airflow==3.3.2" -r "$requirements"
 
 # The bundle itself, so that the image runs without the source tree mounted. docker-compose
 # mounts the same folders over these paths for development.

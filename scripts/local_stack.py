@@ -57,13 +57,18 @@ def moto_server(port: int | None = None, timeout: float = 30.0) -> Iterator[str]
         process.wait(timeout=10)
 
 
+# moto accepts any keys; these dummies only have to be the same wherever the local stack signs.
+S3_ACCESS_KEY = "local-access-key"
+S3_SECRET_KEY = "local-secret-key"
+
+
 def s3_connection_uri(endpoint_url: str) -> str:
     """Return an Airflow connection (JSON) for the local S3 server; its keys are moto's dummies."""
     return json.dumps(
         {
             "conn_type": "aws",
-            "login": "local-access-key",
-            "password": "local-secret-key",
+            "login": S3_ACCESS_KEY,
+            "password": S3_SECRET_KEY,
             "extra": {"endpoint_url": endpoint_url, "region_name": "us-east-1"},
         }
     )
@@ -72,6 +77,21 @@ def s3_connection_uri(endpoint_url: str) -> str:
 def chdb_connection_uri(path: Path) -> str:
     """Return an Airflow connection (JSON) for the embedded engine with data at ``path``."""
     return json.dumps({"conn_type": "clickhouse", "extra": {"chdb_path": str(path)}})
+
+
+def server_connection_uri(port: int, **extra) -> str:
+    """Return an Airflow connection (JSON) for the fake ClickHouse server on ``port`` (tests, benchmark)."""
+    return json.dumps(
+        {
+            "conn_type": "clickhouse",
+            "host": "127.0.0.1",
+            "port": port,
+            "login": "loader",
+            "password": "server-password",
+            "schema": "default",
+            "extra": extra,
+        }
+    )
 
 
 def airflow_environment(airflow_home: Path) -> dict[str, str]:

@@ -108,3 +108,21 @@ def project_config(tmp_path, monkeypatch):
         return path
 
     return write
+
+
+@pytest.fixture
+def clickhouse_server(tmp_path, s3_connection, monkeypatch):
+    """Point ``clickhouse_default`` at a ClickHouse server on loopback (the fake of
+    ``scripts/fake_clickhouse.py``: the native protocol in front of chdb) and return it.
+
+    The engine behind it reads the bucket with the credentials of this process's environment,
+    the way a server uses its own: the local S3 server's dummy keys, never sent by a client.
+    """
+    from fake_clickhouse import FakeClickHouse
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", local_stack.S3_ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", local_stack.S3_SECRET_KEY)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with FakeClickHouse(tmp_path / "server-chdb", user="loader", password="server-password") as server:
+        monkeypatch.setenv("AIRFLOW_CONN_CLICKHOUSE_DEFAULT", local_stack.server_connection_uri(server.port))
+        yield server

@@ -18,6 +18,7 @@ from clickstream.config import get_settings
 from clickstream.generator import upload_hours
 from clickstream.loading import (
     SourceObjectLate,
+    WarehouseRejectedObject,
     WindowLoader,
     ensure_schema,
     fail_on_problems,
@@ -129,7 +130,8 @@ def test_a_live_window_is_never_resolved_while_its_object_is_late(warehouse, set
 def test_an_absent_object_alone_leaves_no_failed_attempt(loader, warehouse, settings):
     with pytest.raises(SourceObjectMissing):
         loader.load(settings.table("geo_events"), START)
-    assert log_rows(warehouse) == []
+    # The attempt is on record (started, then absent), and neither row resolves the window.
+    assert [status for *_, status in log_rows(warehouse)] == ["started", "absent"]
 
 
 # --- absent past the horizon --------------------------------------------------------------
@@ -180,7 +182,7 @@ def test_skip_outcome_commits_an_empty_window_in_place_of_what_it_showed(
     assert report["absent_status"] == "skipped" and problems(report) == ""
     assert warehouse.backend.execute("SELECT count() FROM clickstream.browser_events", {}) == [[0]]
     assert warehouse.backend.execute("SELECT count() FROM clickstream.browser_events_loads", {}) == [[0]]
-    assert [status for _, _, status in log_rows(warehouse)] == ["loaded", "skipped"]
+    assert [status for _, _, status in log_rows(warehouse)] == ["started", "loaded", "skipped"]
 
 
 def test_a_hundred_absent_hours_make_one_line_of_report(loader, warehouse, settings):
@@ -195,6 +197,38 @@ def test_a_hundred_absent_hours_make_one_line_of_report(loader, warehouse, setti
         "  2024-04-07 21:00 .. 2024-04-12 00:00 UTC (100 h): "
         "browser_events, device_events, geo_events, location_events",
     ]
+
+
+def test_the_report_stays_small_however_scattered_the_absent_hours(s3_client, bucket, loader, settings):
+    windows = [START - offset * HOUR for offset in range(60)]
+    for window in windows[::2]:
+        upload_hours(s3_client, bucket, window, 1, events_per_hour=5, seed=3)
+
+    report = load_windows(loader, [(window, settings.tables) for window in windows], now=NOW).to_dict()
+
+    assert (report["absent_objects"], report["absent_runs_total"], len(report["absent_runs"])) == (
+        120,
+        30,
+        20,
+    )
+    assert problems(report).splitlines()[-1] == (
+        "  ... and 10 more run(s) of hours: see ingest_log, status 'missing'"
+    )
+    assert len(json.dumps(report)) < 5000
+
+
+def test_a_report_lists_the_first_rejected_objects_and_counts_the_rest():
+    listed = [
+        ["geo_events", f"2024-04-12T{hour:02d}:00:00+00:00", "s3://b/k: not a ZIP\ndetail"]
+        for hour in range(20)
+    ]
+    report = {"absent_objects": 0, "absent_status": "", "rejected_objects": 25, "rejected": listed}
+
+    lines = problems(report).splitlines()
+
+    assert lines[0] == "rejected geo_events 2024-04-12T00:00:00+00:00: s3://b/k: not a ZIP"
+    assert lines[-1] == "... and 5 more rejected object(s): see ingest_log, status 'rejected'"
+    assert len(lines) == 21
 
 
 # --- rejected and failed windows ----------------------------------------------------------
@@ -223,6 +257,47 @@ def test_a_damaged_object_is_rejected_and_the_batch_goes_on(s3_client, bucket, l
 def run_catch_up(settings, monkeypatch, now: datetime, **kwargs) -> dict:
     monkeypatch.setattr(catchup, "datetime", _FrozenClock.at(now))
     return catchup.catch_up(settings, run_id="test", try_number=1, **kwargs)
+
+
+def test_each_batch_first_sweeps_staged_rows_no_reader_will_see(
+    s3_client, bucket, chdb_path, settings, monkeypatch
+):
+    """A failed load whose clean-up never ran (its process died first) left its staged rows
+    in a window the catch-up does not own (within the horizon): only the sweep removes them."""
+
+    class DiesBeforeCleanUp:
+        def __init__(self, hook):
+            self._hook = hook
+
+        def __getattr__(self, name):
+            return getattr(self._hook, name)
+
+        def load_json_lines(self, *args, **kwargs):
+            self._hook.load_json_lines(*args, **kwargs)
+            raise RuntimeError("the engine stopped after staging some blocks")
+
+        def run(self, name, params=None):
+            return [] if name == "delete_load_rows" else self._hook.run(name, params)
+
+    live = datetime(2024, 4, 12, 11, tzinfo=UTC)
+    upload_hours(s3_client, bucket, live, 1, events_per_hour=30, seed=3)
+    with ClickHouseHook() as hook:
+        ensure_schema(hook, settings)
+        with pytest.raises(WarehouseRejectedObject):
+            WindowLoader(DiesBeforeCleanUp(hook), source_bucket(settings), settings).load(
+                settings.table("browser_events"), live
+            )
+        assert staged_rows(hook) == 30
+
+    run_catch_up(settings, monkeypatch, NOW)
+
+    with ClickHouseHook() as hook:
+        assert staged_rows(hook) == 0
+
+
+def staged_rows(hook) -> int:
+    [[count]] = hook.backend.execute("SELECT count() FROM clickstream.browser_events_loads", {})
+    return int(count)
 
 
 class _FrozenClock(datetime):
@@ -257,7 +332,9 @@ def test_first_start_resolves_every_hour_of_history_once(s3_client, bucket, chdb
         rows = log_rows(hook)
         first = committed_load_ids(hook)
     assert {(t, w) for t, w, _ in rows} == {(t, stamp(w)) for w in history for t in settings.table_names}
-    assert len(rows) == 40, "one row per table and window"
+    final = [(t, w, status) for t, w, status in rows if status != "started"]
+    assert len(final) == 40, "one final row per table and window"
+    assert len(rows) - len(final) == 8 * len(settings.tables), "and a started row per load of an object"
     assert {w for _, w, status in rows if status == "missing"} == {
         stamp(START + 6 * HOUR),
         stamp(START + 7 * HOUR),
@@ -309,7 +386,7 @@ def test_a_failed_window_is_tried_again_and_a_rejected_one_is_not(
         )
 
     report = run_catch_up(settings, monkeypatch, NOW)
-    assert report["windows"] == 10 and len(report["rejected"]) == 1
+    assert report["windows"] == 10 and report["rejected_objects"] == 1
 
     with ClickHouseHook() as hook:
         statuses = {(t, w): s for t, w, s in log_rows(hook) if s != "failed"}

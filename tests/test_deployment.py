@@ -594,7 +594,9 @@ def test_dockerfile_airflow_version_matches_requirements(version_of):
 
 def test_dockerfile_installs_requirements_as_airflow_user():
     line = pip_install_line()
-    assert re.search(r"-r\s+\S*requirements\.txt", line), "the pip line does not install requirements.txt"
+    assert re.search(r"requirements=/requirements\.txt", line), (
+        "the pip line does not install requirements.txt"
+    )
     user = "root"
     for keyword, arguments in dockerfile_instructions():
         if keyword == "USER":
@@ -625,3 +627,56 @@ def test_airflow_init_creates_configured_pool():
     match = re.search(rf"airflow pools set {re.escape(pool)} \"?(\S+?)\"? ", script)
     assert match, f"airflow-init does not run `airflow pools set {pool} <slots> ...`"
     assert int(match.group(1)) >= 1
+
+
+# --- only what production needs in the image --------------------------------------------------
+
+
+def _pins(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        name, sep, version = line.split("#", 1)[0].strip().partition("==")
+        if sep:
+            pins[name.strip().lower()] = version.strip()
+    return pins
+
+
+def test_production_requirements_leave_out_the_embedded_engine():
+    assert not {"chdb", "chdb-core"} & set(_pins(REQUIREMENTS_PATH)), (
+        "chdb belongs in requirements-embedded.txt"
+    )
+    embedded = ROOT / "requirements-embedded.txt"
+    assert "-r requirements.txt" in embedded.read_text()
+    assert "chdb" in _pins(embedded)
+    assert "-r requirements-embedded.txt" in (ROOT / "requirements-dev.txt").read_text()
+
+
+def test_image_carries_the_embedded_engine_only_when_asked():
+    arguments = dict(
+        args.partition("=")[::2] for keyword, args in dockerfile_instructions() if keyword == "ARG"
+    )
+    assert arguments.get("WITH_EMBEDDED_ENGINE") == "false", "the default image must not carry chdb"
+    line = pip_install_line()
+    assert re.search(
+        r'if \[ "\$WITH_EMBEDDED_ENGINE" = "true" \]; then requirements=/requirements-embedded\.txt;', line
+    )
+    assert re.search(r'-r "\$requirements"', line)
+    copied = " ".join(args for keyword, args in dockerfile_instructions() if keyword == "COPY")
+    assert "requirements-embedded.txt" in copied
+
+
+def test_the_clickhouse_server_can_read_the_bucket_the_worker_reads():
+    """The server reads source objects itself: its endpoint credentials cover the worker's bucket URL."""
+    import xml.etree.ElementTree as ElementTree
+
+    clickhouse = services()["clickhouse"]
+    mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in clickhouse["volumes"]}
+    host_path = mounts["/etc/clickhouse-server/config.d/clickstream_s3.xml"]
+    root = ElementTree.parse(ROOT / host_path.replace("${AIRFLOW_PROJ_DIR:-.}/", "")).getroot()
+    [endpoint] = root.findall("./s3/*")
+    s3_extra = json.loads(services()["airflow-worker"]["environment"]["AIRFLOW_CONN_CLICKSTREAM_S3"])["extra"]
+    bucket = settings()["source"]["bucket"]
+    assert endpoint.findtext("endpoint") == f"{s3_extra['endpoint_url'].rstrip('/')}/{bucket}/"
+    for element in ("access_key_id", "secret_access_key"):
+        variable = endpoint.find(element).get("from_env")
+        assert variable in clickhouse["environment"], f"{variable} is not given to the clickhouse service"

@@ -2,25 +2,39 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
+import re
+import time
 import zipfile
+import zlib
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from source_objects import device_record, put_object, put_sample_window, put_table, zip_bytes
+from source_objects import (
+    deflate,
+    device_record,
+    put_object,
+    put_sample_window,
+    put_table,
+    raw_zip,
+    zip_bytes,
+)
 
 from clickstream.config import get_settings
 from clickstream.loading import (
+    LoadDeadlineExceeded,
     WindowError,
     WindowLoader,
     ensure_schema,
     parse_window_start,
     resolve_window,
     source_bucket,
+    sweep_orphaned_loads,
 )
-from clickstream.source import SourceFormatError
+from clickstream.source import SourceFormatError, SourceObjectMissing
 from clickstream.warehouse import ClickHouseHook
 
 HOUR = datetime(2024, 4, 10, 23, tzinfo=UTC)
@@ -148,28 +162,120 @@ def test_changed_object_replaces_exactly_its_window(
     ]
 
 
+MEMBER = "browser_events.jsonl"
+
+
+def member_bytes(count: int) -> bytes:
+    return "".join(line + "\n" for line in browser_lines(count)).encode()
+
+
+def deflate_damaged_after(good_lines: int, total: int) -> bytes:
+    """A ZIP whose deflate stream decodes ``good_lines`` lines, then meets an invalid block.
+
+    The stream is flushed to a block boundary after those lines and the next byte opens a
+    block of the reserved type 3, so decoding must stop right there, whatever the decoder.
+    """
+    data = member_bytes(total)
+    head_size = len(member_bytes(good_lines))
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    head = compressor.compress(data[:head_size]) + compressor.flush(zlib.Z_FULL_FLUSH)
+    tail = compressor.compress(data[head_size:]) + compressor.flush()
+    return raw_zip(MEMBER, head + b"\xff" + tail, method=8, crc=zlib.crc32(data), size=len(data))
+
+
+def deflate_cut_after(good_lines: int, total: int) -> bytes:
+    """A ZIP whose deflate stream stops, flushed but unfinished, after ``good_lines`` lines."""
+    data = member_bytes(total)
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    head = compressor.compress(member_bytes(good_lines)) + compressor.flush(zlib.Z_FULL_FLUSH)
+    return raw_zip(MEMBER, head, method=8, crc=zlib.crc32(data), size=len(data))
+
+
+def stored_with_flipped_byte(count: int) -> bytes:
+    """A stored member, its CRC-32 right in the directory, one byte of its data changed."""
+    data = member_bytes(count)
+    damaged = bytearray(data)
+    damaged[len(data) // 2] ^= 0x01
+    return raw_zip(MEMBER, bytes(damaged), method=0, crc=zlib.crc32(data), size=len(data))
+
+
+def deflated_with_wrong_crc(count: int) -> bytes:
+    """A deflate stream that decodes cleanly, but not to the CRC-32 the directory records."""
+    data = member_bytes(count)
+    return raw_zip(MEMBER, deflate(data), method=8, crc=zlib.crc32(data) ^ 0x00010000, size=len(data))
+
+
+def zipped_with(method: int) -> bytes:
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", method) as written:
+        written.writestr(MEMBER, member_bytes(20))
+    return archive.getvalue()
+
+
+def encrypted() -> bytes:
+    """A member flagged as encrypted with ZipCrypto (bit 0 of its flags), as zip -e writes it."""
+    data = member_bytes(20)
+    return raw_zip(
+        MEMBER, b"\x00" * 12 + deflate(data), method=8, crc=zlib.crc32(data), size=len(data), flags=0x1
+    )
+
+
 def corrupted_deflate(lines: list[str]) -> bytes:
     """A valid ZIP directory around deflated bytes that were damaged in the middle."""
-    body = bytearray(zip_bytes("browser_events.jsonl", lines))
+    body = bytearray(zip_bytes(MEMBER, lines))
     middle = len(body) // 3
     body[middle : middle + 16] = bytes(16)
     return bytes(body)
 
 
+GOOD_ARCHIVE = zip_bytes(MEMBER, browser_lines(300))
+ERROR_PAGE = b"<!DOCTYPE html>\n<html><body>Service unavailable</body></html>\n"
+
+# (object body, the line the message must name or None for none, what it must say)
 BAD_INPUTS = [
-    pytest.param(b"this is not a zip archive", None, "not a ZIP archive", id="not-a-zip"),
+    pytest.param(b"", None, "not a ZIP archive: the object is empty (0 bytes)", id="empty"),
+    pytest.param(
+        GOOD_ARCHIVE[: len(GOOD_ARCHIVE) // 2],
+        None,
+        f"truncated ZIP archive: the object ({len(GOOD_ARCHIVE) // 2} bytes) starts like a ZIP archive",
+        id="truncated",
+    ),
+    pytest.param(
+        gzip.compress(member_bytes(10), mtime=0),
+        None,
+        f"not a ZIP archive: the object ({len(gzip.compress(member_bytes(10), mtime=0))} bytes) is gzip data",
+        id="gzip",
+    ),
+    pytest.param(
+        ERROR_PAGE,
+        None,
+        f"not a ZIP archive: the object ({len(ERROR_PAGE)} bytes) is an HTML page",
+        id="html",
+    ),
+    pytest.param(
+        b"this is not a zip archive",
+        None,
+        "not a ZIP archive: the object (25 bytes) is of unknown format (it starts with bytes 74 68 69 73",
+        id="unknown-bytes",
+    ),
     pytest.param(
         zip_bytes("other.jsonl", browser_lines(3)), None, "no member 'browser_events.jsonl'", id="no-member"
     ),
     pytest.param(
-        zip_bytes("browser_events.jsonl", [*browser_lines(4), '{"event_id": "broken', *browser_lines(2, 10)]),
+        zip_bytes(MEMBER, [*browser_lines(4), '{"event_id": "broken', *browser_lines(2, 10)]),
         5,
-        "malformed JSON",
+        "malformed JSON (Invalid control character at the end of the line)",
         id="malformed-json",
     ),
     pytest.param(
+        zip_bytes(MEMBER, [*browser_lines(2), browser_line(3)[:-1] + ' "extra"}']),
+        3,
+        "malformed JSON (Expecting ',' delimiter at column",
+        id="malformed-json-column",
+    ),
+    pytest.param(
         zip_bytes(
-            "browser_events.jsonl",
+            MEMBER,
             [
                 *browser_lines(2),
                 json.dumps({k: v for k, v in json.loads(browser_line(9)).items() if k != "click_id"}),
@@ -180,17 +286,61 @@ BAD_INPUTS = [
         id="missing-key",
     ),
     pytest.param(
-        zip_bytes("browser_events.jsonl", [*browser_lines(6), browser_line(7, timestamp="yesterday")]),
+        zip_bytes(MEMBER, [*browser_lines(6), browser_line(7, timestamp="yesterday")]),
         7,
         "key 'event_timestamp' holds 'yesterday'",
         id="wrong-type-timestamp",
     ),
-    pytest.param(corrupted_deflate(browser_lines(300)), None, "line ", id="corrupt-deflate"),
     pytest.param(
-        zip_bytes("browser_events.jsonl", [browser_line(1, event_id="not-a-uuid")]),
+        zip_bytes(MEMBER, [browser_line(1, event_id="not-a-uuid")]),
         1,
         "key 'event_id' holds 'not-a-uuid'",
         id="wrong-type-uuid",
+    ),
+    pytest.param(
+        stored_with_flipped_byte(1000),
+        None,
+        f"member '{MEMBER}' is damaged: its CRC-32 is",
+        id="stored-crc-mismatch",
+    ),
+    pytest.param(
+        deflated_with_wrong_crc(1000),
+        None,
+        f"member '{MEMBER}' is damaged: its CRC-32 is",
+        id="deflated-crc-mismatch",
+    ),
+    pytest.param(
+        deflate_damaged_after(100, 300),
+        101,
+        f"member '{MEMBER}' is damaged: its compressed data stops decoding in this line (",
+        id="deflate-stops-decoding",
+    ),
+    pytest.param(
+        deflate_cut_after(100, 300),
+        101,
+        f"member '{MEMBER}' is damaged: its compressed data ends before its end marker",
+        id="deflate-cut-short",
+    ),
+    pytest.param(
+        corrupted_deflate(browser_lines(300)), None, f"member '{MEMBER}' is damaged", id="corrupt-deflate"
+    ),
+    pytest.param(
+        encrypted(),
+        None,
+        f"member '{MEMBER}' is encrypted; the loader reads only unencrypted members",
+        id="encrypted",
+    ),
+    pytest.param(
+        zipped_with(zipfile.ZIP_BZIP2),
+        None,
+        f"member '{MEMBER}' uses ZIP compression method 12 (bzip2), which the loader does not read",
+        id="bzip2-member",
+    ),
+    pytest.param(
+        zipped_with(zipfile.ZIP_LZMA),
+        None,
+        f"member '{MEMBER}' uses ZIP compression method 14 (LZMA), which the loader does not read",
+        id="lzma-member",
     ),
 ]
 
@@ -209,8 +359,10 @@ def test_bad_input_names_object_and_line_and_keeps_previous_content(
         loader.load(table, HOUR)
 
     message = str(raised.value)
-    assert f"s3://{bucket}/{key}" in message
+    assert message.startswith(f"s3://{bucket}/{key}")
     assert reason in message
+    # One line number per message: the file's, and only where a line is at fault.
+    assert re.findall(r"\bline \d+", message) == ([f"line {line}"] if line is not None else [])
     if line is not None:
         assert f"line {line}:" in message
     assert checksums(warehouse, "browser_events") == before
@@ -233,6 +385,16 @@ def test_wrong_type_in_other_tables_is_named(s3_client, bucket, loader, settings
     put_table(s3_client, bucket, HOUR, "device_events", [json.dumps(line)])
     with pytest.raises(SourceFormatError, match=r"line 1: key 'device_is_mobile' holds 'yes'"):
         loader.load(settings.table("device_events"), HOUR)
+
+
+def test_an_object_gone_since_it_was_listed_ends_its_attempt_as_absent(warehouse, settings, bucket):
+    loader = WindowLoader(warehouse, source_bucket(settings), settings)
+    with pytest.raises(
+        SourceObjectMissing, match=rf"s3://{bucket}/year=2024/month=04/day=10/hour=23/geo_events"
+    ):
+        loader.load(settings.table("geo_events"), HOUR)
+    # On record, and final for no one: the caller decides what the absence means.
+    assert [entry["status"] for entry in ingest_log(warehouse, "geo_events")] == ["started", "absent"]
 
 
 class _InterleavingHook:
@@ -278,6 +440,153 @@ def test_concurrent_loads_in_one_partition_lose_nothing(s3_client, bucket, wareh
     assert warehouse.backend.execute("SELECT count() FROM clickstream.browser_events_loads", {}) == [
         [sum(expected.values())]
     ]
+
+
+def staged_loads(hook) -> dict[str, int]:
+    rows = hook.backend.execute(
+        "SELECT toString(load_id), count() FROM clickstream.browser_events_loads GROUP BY load_id", {}
+    )
+    return {load_id: int(count) for load_id, count in rows}
+
+
+def statuses_by_load(hook) -> dict[str, list[str]]:
+    rows = hook.backend.execute(
+        "SELECT toString(load_id), groupArray(status) FROM "
+        "(SELECT load_id, status FROM clickstream.ingest_log ORDER BY finished_at) GROUP BY load_id",
+        {},
+    )
+    return {load_id: list(statuses) for load_id, statuses in rows}
+
+
+def test_an_attempt_is_on_record_from_its_start(s3_client, bucket, warehouse, settings):
+    table = settings.table("browser_events")
+    put_table(s3_client, bucket, HOUR, "browser_events", browser_lines(25))
+    seen = {}
+
+    def look():
+        seen["statuses"] = statuses_by_load(warehouse)
+        seen["staged"] = staged_loads(warehouse)
+
+    result = WindowLoader(_InterleavingHook(warehouse, look), source_bucket(settings), settings).load(
+        table, HOUR
+    )
+
+    assert seen["statuses"] == {result.load_id: ["started"]}, "while staged, the attempt has its started row"
+    assert seen["staged"] == {result.load_id: 25}
+    assert statuses_by_load(warehouse) == {result.load_id: ["started", "loaded"]}
+
+
+def test_a_sweep_never_touches_a_load_in_flight(s3_client, bucket, warehouse, settings):
+    table = settings.table("browser_events")
+    put_table(s3_client, bucket, HOUR, "browser_events", browser_lines(40))
+    loader = WindowLoader(warehouse, source_bucket(settings), settings)
+    loader.load(table, HOUR)
+    put_table(s3_client, bucket, HOUR, "browser_events", browser_lines(25, start=300))
+    swept = {}
+
+    def sweep():
+        swept.update(sweep_orphaned_loads(warehouse, settings))
+        swept["staged"] = sorted(staged_loads(warehouse).values())
+
+    result = WindowLoader(_InterleavingHook(warehouse, sweep), source_bucket(settings), settings).load(
+        table, HOUR
+    )
+
+    assert swept == {name: 0 for name in settings.table_names} | {"staged": [25, 40]}
+    assert checksums(warehouse, "browser_events")["2024-04-10 23:00:00"][0] == 25
+    assert staged_loads(warehouse) == {result.load_id: 25}, "the superseded load is deleted after the commit"
+
+
+def test_a_load_past_its_deadline_does_not_commit(s3_client, bucket, warehouse, settings):
+    short = replace(settings, ingest=replace(settings.ingest, load_deadline_seconds=1))
+    table = short.table("browser_events")
+    put_table(s3_client, bucket, HOUR, "browser_events", browser_lines(40))
+    WindowLoader(warehouse, source_bucket(short), short).load(table, HOUR)
+    before = checksums(warehouse, "browser_events")
+    key = put_table(s3_client, bucket, HOUR, "browser_events", browser_lines(25, start=300))
+    slow = _InterleavingHook(warehouse, lambda: time.sleep(1.2))
+
+    with pytest.raises(
+        LoadDeadlineExceeded,
+        match=rf"s3://{bucket}/{key}: the load took \d+\.\d s, longer than ingest.load_deadline_seconds \(1\)",
+    ):
+        WindowLoader(slow, source_bucket(short), short).load(table, HOUR)
+
+    assert checksums(warehouse, "browser_events") == before
+    assert sorted(statuses_by_load(warehouse).values()) == [["started", "failed"], ["started", "loaded"]]
+    assert sorted(staged_loads(warehouse).values()) == [40], "its staged rows are deleted"
+
+
+class _RecordingHook:
+    """Records the name of every SQL file run (and each load_json_lines) through the real hook."""
+
+    def __init__(self, hook):
+        self._hook = hook
+        self.names = []
+
+    def __getattr__(self, name):
+        return getattr(self._hook, name)
+
+    def run(self, name, params=None):
+        self.names.append(name)
+        return self._hook.run(name, params)
+
+    def load_json_lines(self, *args, **kwargs):
+        self.names.append("load_json_lines")
+        return self._hook.load_json_lines(*args, **kwargs)
+
+
+def test_loads_and_sweeps_delete_only_when_there_is_something_to_delete(
+    s3_client, bucket, warehouse, settings
+):
+    table = settings.table("browser_events")
+    put_table(s3_client, bucket, HOUR, "browser_events", browser_lines(10))
+    put_table(s3_client, bucket, NEXT_HOUR, "browser_events", browser_lines(10, start=100))
+    recording = _RecordingHook(warehouse)
+    loader = WindowLoader(recording, source_bucket(settings), settings)
+
+    loader.load(table, HOUR)
+    loader.load(table, NEXT_HOUR)
+    sweep_orphaned_loads(recording, settings)
+
+    first_load = ["insert_ingest_log", "load_json_lines", "select_load_stats", "insert_ingest_log"]
+    first_load.append("select_orphaned_loads")
+    assert recording.names == 2 * first_load + ["select_orphaned_loads"] * len(settings.tables)
+
+    recording.names.clear()
+    loader.load(table, HOUR)
+    assert recording.names == [*first_load, "delete_orphaned_loads"], (
+        "a reload deletes the load it superseded"
+    )
+    assert sorted(staged_loads(warehouse).values()) == [10, 10]
+
+
+def test_a_commit_whose_reply_was_lost_keeps_its_rows(s3_client, bucket, warehouse, settings):
+    """The commit landed but the load cannot know it: its rows stay, and they are the window's."""
+
+    class LostReplyHook(_RecordingHook):
+        def run(self, name, params=None):
+            rows = super().run(name, params)
+            if name == "insert_ingest_log" and params["status"] == "loaded":
+                raise ConnectionError("connection reset while reading the reply")
+            return rows
+
+    table = settings.table("browser_events")
+    put_table(s3_client, bucket, HOUR, "browser_events", browser_lines(25))
+
+    with pytest.raises(ConnectionError):
+        WindowLoader(LostReplyHook(warehouse), source_bucket(settings), settings).load(table, HOUR)
+
+    assert checksums(warehouse, "browser_events")["2024-04-10 23:00:00"][0] == 25
+    assert list(statuses_by_load(warehouse).values()) == [["started", "loaded", "failed"]]
+    sweep_orphaned_loads(warehouse, settings)
+    assert checksums(warehouse, "browser_events")["2024-04-10 23:00:00"][0] == 25
+
+
+def test_a_sweep_may_not_reach_loads_within_their_deadline(warehouse, settings):
+    deadline = timedelta(seconds=settings.ingest.load_deadline_seconds)
+    with pytest.raises(ValueError, match=r"shorter than ingest\.load_deadline_seconds"):
+        sweep_orphaned_loads(warehouse, settings, older_than=deadline - timedelta(seconds=1))
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,9 @@
--- One row per table, window and load attempt. A row with status 'loaded' or 'skipped'
--- is also the commit of that load: the raw views show a window's rows only from the load
--- whose commit row is the newest, so a single-row insert switches a window atomically.
+-- Rows of each load attempt of a table's window, under the attempt's load_id: 'started'
+-- when it begins (before anything is staged, so a killed attempt stays on record), then one
+-- row when it ends: 'loaded' or 'skipped', 'failed' with the error. A row with status
+-- 'loaded' or 'skipped' is also the commit of that load: the raw views show a window's rows
+-- only from the load whose commit row is the newest, so a single-row insert switches a
+-- window atomically.
 USE {database:Identifier};
 
 CREATE TABLE IF NOT EXISTS ingest_log

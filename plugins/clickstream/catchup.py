@@ -26,6 +26,7 @@ from clickstream.loading import (
     load_windows,
     parse_window_start,
     source_bucket,
+    sweep_orphaned_loads,
 )
 from clickstream.warehouse import ClickHouseHook
 
@@ -91,6 +92,8 @@ def catch_up(
     now = datetime.now(UTC)
     with ClickHouseHook(settings.warehouse.conn_id) as hook:
         ensure_schema(hook, settings)
+        # Once per batch: staged rows of killed and failed loads anywhere in history.
+        sweep_orphaned_loads(hook, settings)
         loader = WindowLoader(hook, source_bucket(settings), settings)
         if reload_from or reload_to:
             if not (reload_from and reload_to):
@@ -118,8 +121,8 @@ def catch_up(
         report.windows,
         report.committed,
         report.rows,
-        len(report.absent),
-        len(report.rejected),
+        report.absent_objects,
+        report.rejected_objects,
         report.remaining,
     )
     return report.to_dict()

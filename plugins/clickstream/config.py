@@ -8,6 +8,7 @@ layout, the first window) and which Airflow connections it uses. It never holds 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,8 @@ SQL_DIR = PROJECT_ROOT / "include" / "sql"
 CONFIG_ENV_VAR = "CLICKSTREAM_CONFIG"
 
 ABSENT_OBJECT_OUTCOMES = ("fail", "skip")
+# Names that go into SQL text (the database of `USE`) must be plain identifiers.
+_PLAIN_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class ConfigError(ValueError):
@@ -47,14 +50,6 @@ class SourceTable:
         """Name of the physical table holding every load's rows (committed or not)."""
         return f"{self.name}_loads"
 
-    def json_structure(self) -> str:
-        """Return the ClickHouse structure that reads one JSON line of this table.
-
-        Every column is read as Nullable so that a missing key or a JSON null arrives as
-        NULL, which the insert then rejects instead of silently storing a default.
-        """
-        return ", ".join(f"{c.name} Nullable({c.type})" for c in self.columns)
-
 
 @dataclass(frozen=True)
 class WarehouseSettings:
@@ -81,6 +76,7 @@ class SourceSettings:
 class IngestSettings:
     retries: int
     retry_delay_seconds: int
+    load_deadline_seconds: int
 
 
 @dataclass(frozen=True)
@@ -201,6 +197,11 @@ def parse_settings(raw: dict) -> Settings:
         raise ConfigError(
             f"source.absent_object_outcome is {outcome!r}; expected one of {', '.join(ABSENT_OBJECT_OUTCOMES)}"
         )
+    database = _require(warehouse, "database", "warehouse")
+    if not isinstance(database, str) or not _PLAIN_IDENTIFIER.match(database):
+        raise ConfigError(
+            f"warehouse.database {database!r} must be a plain identifier ([A-Za-z_][A-Za-z0-9_]*)"
+        )
     template = _require(source, "key_template", "source")
     if "{table}" not in template:
         raise ConfigError(f"source.key_template {template!r} must contain {{table}}")
@@ -208,7 +209,7 @@ def parse_settings(raw: dict) -> Settings:
         start_date=_parse_start_date(_require(raw, "start_date", "config")),
         warehouse=WarehouseSettings(
             conn_id=_require(warehouse, "conn_id", "warehouse"),
-            database=_require(warehouse, "database", "warehouse"),
+            database=database,
             pool=_require(warehouse, "pool", "warehouse"),
         ),
         source=SourceSettings(
@@ -222,6 +223,7 @@ def parse_settings(raw: dict) -> Settings:
         ingest=IngestSettings(
             retries=int(_require(ingest, "retries", "ingest")),
             retry_delay_seconds=int(_require(ingest, "retry_delay_seconds", "ingest")),
+            load_deadline_seconds=_positive(ingest, "load_deadline_seconds", "ingest"),
         ),
         catchup=CatchupSettings(batch_seconds=_positive(catchup, "batch_seconds", "catchup")),
         priorities=PrioritySettings(

@@ -6,7 +6,13 @@ row in ``ingest_log`` is the newest. The commit is one single-row INSERT, which 
 applies atomically, so a reader sees the window's previous content or its new content,
 never a mix. Loads of different windows, or of the same window, never write the same rows,
 so they can run concurrently even inside one partition: nothing is read-modified-written.
-Rows of superseded and failed loads are deleted afterwards; that only saves space.
+
+Every attempt writes a ``started`` row before anything else, so one that is killed stays
+visible. Rows no reader will see again (of superseded, failed and abandoned loads) are
+deleted afterwards, which only saves space: by the next load of the window, or by
+``sweep_orphaned_loads``. A load that has not committed within
+``ingest.load_deadline_seconds`` of its start gives up instead of committing, so staged
+rows older than that belong to a dead process and may be deleted while other loads run.
 
 ``load_windows`` resolves many windows in one task (the live hour, or a catch-up batch):
 present objects load one by one, objects absent past the lateness horizon are recorded in
@@ -36,6 +42,7 @@ from clickstream.source import (
     day_prefix,
     member_name,
     object_key,
+    verify_member,
 )
 from clickstream.warehouse import ClickHouseHook
 
@@ -44,8 +51,8 @@ log = logging.getLogger(__name__)
 WINDOW = timedelta(hours=1)
 # Bounded parameter size for the one INSERT that records absent objects.
 _ABSENT_ROWS_PER_INSERT = 1000
-# Rejected objects named one by one in a problem report; the rest are counted.
-_REJECTED_LISTED = 20
+# Rejected objects, and runs of absent hours, listed one by one in a report; the rest are counted.
+_LISTED = 20
 _SECOND = "%Y-%m-%d %H:%M:%S"
 _MICROSECOND = "%Y-%m-%d %H:%M:%S.%f"
 
@@ -56,6 +63,10 @@ class WindowError(ValueError):
 
 class WarehouseRejectedObject(RuntimeError):
     """ClickHouse refused an object that the reference reader accepts; names the object."""
+
+
+class LoadDeadlineExceeded(RuntimeError):
+    """A load ran past ``ingest.load_deadline_seconds`` and did not commit; names the object."""
 
 
 class SourceObjectLate(SourceError):
@@ -113,6 +124,10 @@ def resolve_window(window_start_param: str | None, data_interval_start: datetime
     )
 
 
+# The widest range of DateTime, for a sweep over every window.
+_ALL_WINDOWS = {"from_window": "1970-01-01 00:00:00", "to_window": "2106-02-07 06:28:15"}
+
+
 def ensure_schema(hook: ClickHouseHook, settings: Settings) -> None:
     """Create the database, the ingest log and every source table that does not exist yet."""
     database = {"database": settings.warehouse.database}
@@ -140,22 +155,29 @@ class WindowLoader:
     ) -> LoadResult:
         """Replace ``table``'s content for the hour at ``window_start`` with its source object.
 
-        :raises SourceObjectMissing: the object is absent; nothing is recorded (see ``record_absent``).
-        :raises SourceFormatError: the object is not a ZIP with the table's JSON lines; the
-            message names bucket, key and line. The window keeps its previous content.
+        :raises SourceObjectMissing: the object is absent; the attempt ends as ``absent``, which
+            resolves nothing (the caller records absence, see ``record_absent``).
+        :raises SourceFormatError: the object is not a ZIP with the table's JSON lines, or a
+            member is damaged; the message names bucket, key and (where one is at fault)
+            line. The window keeps its previous content.
+        :raises LoadDeadlineExceeded: the load took longer than its deadline; nothing changed.
         """
         key = object_key(self.settings.source.key_template, window_start, table.name)
         attempt = _Attempt(table, window_start, key, run_id, try_number)
+        # On record before anything is staged: an attempt killed from here on leaves this row.
+        self._log(attempt, status="started")
         try:
             result = self._stage_and_commit(attempt)
-        except SourceObjectMissing:
+        except SourceObjectMissing as missing:
             # Absence is no failed attempt: the caller knows whether the window is still
             # within the lateness horizon, and records it with record_absent() once it is not.
+            # The attempt's own record ends as 'absent', which resolves nothing.
+            self._log(attempt, status="absent", error=str(missing))
             raise
         except Exception as error:
             self._record_failure(attempt, error)
             raise
-        self._delete_superseded(table, [window_start])
+        self._delete_orphans(table, [window_start])
         return result
 
     def record_absent(
@@ -204,42 +226,46 @@ class WindowLoader:
             for table, window_start in absent:
                 windows_by_table.setdefault(table.name, []).append(window_start)
             for name, windows in windows_by_table.items():
-                self._delete_superseded(self.settings.table(name), windows)
+                self._delete_orphans(self.settings.table(name), windows)
         log.warning("%d object(s) absent past the lateness horizon, recorded as %s", len(rows), status)
         return status
 
-    def _delete_superseded(self, table: SourceTable, windows: Sequence[datetime]) -> None:
-        # A DELETE is a mutation that visits the windows' parts even when it matches nothing,
-        # so it only runs when an earlier load of a window is actually hidden.
-        target = {
-            "database": self.settings.warehouse.database,
-            "loads_table": table.loads_table,
-            "table_name": table.name,
-            "windows": json.dumps([window.strftime(_SECOND) for window in windows]),
-        }
-        superseded = [load_id for (load_id,) in self.hook.run("select_superseded_loads", target)]
-        if superseded:
-            self.hook.run("delete_superseded_loads", {**target, "load_ids": json.dumps(superseded)})
-            log.info("Deleted the rows of %d superseded load(s) of %s", len(superseded), table.name)
+    def _delete_orphans(self, table: SourceTable, windows: Sequence[datetime]) -> None:
+        """Delete the staged rows no reader will see again in ``table``'s windows from the
+        first to the last of ``windows``, if there are any (see ``find_orphaned_loads``)."""
+        orphans = find_orphaned_loads(
+            self.hook,
+            self.settings,
+            table,
+            from_window=min(windows).strftime(_SECOND),
+            to_window=max(windows).strftime(_SECOND),
+        )
+        delete_loads(self.hook, self.settings, table, orphans)
 
     def _stage_and_commit(self, attempt: _Attempt) -> LoadResult:
         table = attempt.table
         target = attempt.target(self.settings)
-        with self.bucket.fetch_member(attempt.key, member_name(table.name)) as fetched:
-            attempt.source_etag, attempt.source_bytes = fetched.etag, fetched.size_bytes
+        # The hook stages the object where its engine reads it: a server reads it from the
+        # bucket itself, the embedded engine from a local spool.
+        with self.hook.stage(self.bucket, attempt.key, member_name(table.name)) as staged:
+            attempt.source_etag, attempt.source_bytes = staged.etag, staged.size_bytes
             metadata = {
                 "window_start": attempt.window_start.strftime(_SECOND),
                 "load_id": attempt.load_id,
                 "source_key": attempt.key,
-                "source_etag": fetched.etag,
+                "source_etag": staged.etag,
                 "loaded_at": datetime.now(UTC).strftime(_MICROSECOND),
             }
+            attempt.staging_started = True
             try:
-                self.hook.load_json_lines(target, table, fetched.member_path, metadata)
+                self.hook.load_json_lines(target, table, staged, metadata)
             except Exception as engine_error:
-                # The engine's message points at a row of a parallel parser; the reference
-                # reader names the exact line and key, and confirms the file is at fault.
-                located = RecordReader(table).first_error(fetched.member_path)
+                # The engine's message points at a row of a parallel parser. A damaged member
+                # is named first (with the line where its data stops decoding, or its CRC);
+                # then the reference reader names the exact line and key at fault.
+                local = staged.local_copy()
+                verify_member(local.archive_path, local.member, self.bucket.bucket, attempt.key)
+                located = RecordReader(table).first_error(local.member_path)
                 if located is not None:
                     raise SourceFormatError(
                         self.bucket.bucket, attempt.key, located.reason, located.line
@@ -257,6 +283,17 @@ class WindowLoader:
     def _commit(
         self, attempt: _Attempt, status: str, rows: int, min_time: str = "", max_time: str = ""
     ) -> LoadResult:
+        deadline = self.settings.ingest.load_deadline_seconds
+        elapsed = time.monotonic() - attempt.started_monotonic
+        if elapsed > deadline:
+            # Past its deadline a load may already count as abandoned, and its staged rows
+            # be swept: committing now could show a window without its rows.
+            raise LoadDeadlineExceeded(
+                f"s3://{self.bucket.bucket}/{attempt.key}: the load took {elapsed:.1f} s, longer than "
+                f"ingest.load_deadline_seconds ({deadline}); it did not commit, the window keeps its "
+                "previous content"
+            )
+        attempt.commit_sent = True
         self._log(attempt, status=status, rows=rows, min_time=min_time, max_time=max_time)
         result = LoadResult(
             table=attempt.table.name,
@@ -283,10 +320,15 @@ class WindowLoader:
 
     def _record_failure(self, attempt: _Attempt, error: Exception) -> None:
         # A rejected object stays rejected until it changes: the catch-up does not retry it.
-        # Any other failure (network, warehouse) leaves the window to be tried again.
+        # Any other failure (network, warehouse, deadline) leaves the window to be tried again.
         status = "rejected" if isinstance(error, SourceFormatError) else "failed"
         self._log(attempt, status=status, error=f"{type(error).__name__}: {error}")
-        self.hook.run("delete_load_rows", attempt.target(self.settings))
+        if attempt.commit_sent:
+            # The commit may have landed before its reply was lost: the rows may be the
+            # window's content now. The next load or sweep removes them only if they are not.
+            return
+        if attempt.staging_started:
+            self.hook.run("delete_load_rows", attempt.target(self.settings))
 
     def _log(
         self,
@@ -297,7 +339,8 @@ class WindowLoader:
         max_time: str = "",
         error: str = "",
     ) -> None:
-        finished = datetime.now(UTC)
+        # The started row is written at the start: its finished_at is its started_at.
+        finished = attempt.started_at if status == "started" else datetime.now(UTC)
         self.hook.run(
             "insert_ingest_log",
             {
@@ -337,6 +380,8 @@ class _Attempt:
         self.started_monotonic = time.monotonic()
         self.source_etag = ""
         self.source_bytes = 0
+        self.staging_started = False
+        self.commit_sent = False
 
     def target(self, settings: Settings) -> dict:
         return {
@@ -380,7 +425,9 @@ class IngestReport:
     """What one task resolved: windows, commits, absent and rejected objects; JSON-serialisable.
 
     ``data_seconds``/``absent_seconds`` split the task's time between windows that had at
-    least one object and windows whose objects were all absent (listing included).
+    least one object and windows whose objects were all absent (listing included). Its size
+    is bounded whatever the batch (it travels as XCom): absent objects are kept as runs of
+    consecutive hours, and only the first runs and rejected objects are listed.
     """
 
     windows: int = 0
@@ -388,8 +435,11 @@ class IngestReport:
     last_window: str = ""
     committed: int = 0
     rows: int = 0
-    absent: list[list[str]] = field(default_factory=list)
+    absent_objects: int = 0
     absent_status: str = ""
+    absent_runs: list[list[str]] = field(default_factory=list)
+    absent_runs_total: int = 0
+    rejected_objects: int = 0
     rejected: list[list[str]] = field(default_factory=list)
     remaining: int = 0
     data_windows: int = 0
@@ -418,13 +468,19 @@ def problems(report: dict) -> str:
     hours read as one line, not a hundred.
     """
     lines = []
-    if report["absent"] and report["absent_status"] == "missing":
-        lines.append(f"{len(report['absent'])} object(s) absent past the lateness horizon (status missing):")
-        lines.extend(f"  {span}: {tables}" for tables, span in _hour_runs(report["absent"]))
-    for table, window_start, error in report["rejected"][:_REJECTED_LISTED]:
+    if report["absent_objects"] and report["absent_status"] == "missing":
+        lines.append(
+            f"{report['absent_objects']} object(s) absent past the lateness horizon (status missing):"
+        )
+        lines.extend(f"  {span}: {tables}" for tables, span in report["absent_runs"])
+        if report["absent_runs_total"] > len(report["absent_runs"]):
+            unlisted = report["absent_runs_total"] - len(report["absent_runs"])
+            lines.append(f"  ... and {unlisted} more run(s) of hours: see ingest_log, status 'missing'")
+    for table, window_start, error in report["rejected"]:
         lines.append(f"rejected {table} {window_start}: {error.splitlines()[0] if error else ''}")
-    if len(report["rejected"]) > _REJECTED_LISTED:
-        lines.append(f"... and {len(report['rejected']) - _REJECTED_LISTED} more rejected object(s)")
+    if report["rejected_objects"] > len(report["rejected"]):
+        unlisted = report["rejected_objects"] - len(report["rejected"])
+        lines.append(f"... and {unlisted} more rejected object(s): see ingest_log, status 'rejected'")
     return "\n".join(lines)
 
 
@@ -501,7 +557,9 @@ def load_windows(
                 try:
                     result = loader.load(table, window_start, run_id, try_number)
                 except SourceFormatError as error:
-                    report.rejected.append([table.name, window_start.isoformat(), str(error)])
+                    report.rejected_objects += 1
+                    if len(report.rejected) < _LISTED:
+                        report.rejected.append([table.name, window_start.isoformat(), str(error)])
                     continue
                 except SourceObjectMissing:
                     pass  # deleted since the listing: absent after all
@@ -530,7 +588,10 @@ def load_windows(
     if absent:
         started = time.monotonic()
         report.absent_status = loader.record_absent(absent, now, run_id, try_number)
-        report.absent = [[table.name, window_start.isoformat()] for table, window_start in absent]
+        runs = _hour_runs([[table.name, window_start.isoformat()] for table, window_start in absent])
+        report.absent_objects = len(absent)
+        report.absent_runs = [list(run) for run in runs[:_LISTED]]
+        report.absent_runs_total = len(runs)
         report.absent_seconds += time.monotonic() - started
         if report.absent_status == "skipped":
             report.committed += len(absent)
@@ -540,6 +601,87 @@ def load_windows(
 
 def source_bucket(settings: Settings) -> SourceBucket:
     return SourceBucket(settings.source.conn_id, settings.source.bucket)
+
+
+def find_orphaned_loads(
+    hook: ClickHouseHook,
+    settings: Settings,
+    table: SourceTable,
+    from_window: str = _ALL_WINDOWS["from_window"],
+    to_window: str = _ALL_WINDOWS["to_window"],
+    older_than: timedelta | None = None,
+) -> list[tuple[str, str, int]]:
+    """Return the loads of ``table`` in [from_window, to_window] whose staged rows no reader will see.
+
+    Those are loads that finished (any status but ``started``) without being the window's
+    committed load, and loads that started more than ``older_than`` ago and never finished:
+    past its deadline a load no longer commits. Only loads that still have rows are listed.
+
+    :param older_than: at least ``ingest.load_deadline_seconds``; default twice that, which
+        leaves room for clocks of different workers that disagree.
+    :return: (window_start, load_id, rows) of each such load.
+    """
+    deadline = timedelta(seconds=settings.ingest.load_deadline_seconds)
+    older_than = 2 * deadline if older_than is None else older_than
+    if older_than < deadline:
+        raise ValueError(
+            f"older_than {older_than} is shorter than ingest.load_deadline_seconds ({deadline}): "
+            "the rows of loads still in flight could be deleted"
+        )
+    rows = hook.run(
+        "select_orphaned_loads",
+        {
+            "database": settings.warehouse.database,
+            "loads_table": table.loads_table,
+            "table_name": table.name,
+            "from_window": from_window,
+            "to_window": to_window,
+            "started_before": (datetime.now(UTC) - older_than).strftime(_MICROSECOND),
+        },
+    )
+    return [(window, load_id, int(count)) for window, load_id, count in rows]
+
+
+def delete_loads(hook: ClickHouseHook, settings: Settings, table: SourceTable, loads: list[tuple]) -> None:
+    """Delete the staged rows of ``loads`` ((window_start, load_id, ...) each) from ``table``'s loads table.
+
+    Does nothing for an empty list: a DELETE is a mutation that visits the table's parts
+    even when it matches nothing.
+    """
+    if not loads:
+        return
+    hook.run(
+        "delete_orphaned_loads",
+        {
+            "database": settings.warehouse.database,
+            "loads_table": table.loads_table,
+            "windows": json.dumps(sorted({window for window, *_ in loads})),
+            "load_ids": json.dumps([load_id for _, load_id, *_ in loads]),
+        },
+    )
+    log.info("Deleted the staged rows of %d orphaned load(s) of %s", len(loads), table.name)
+
+
+def sweep_orphaned_loads(
+    hook: ClickHouseHook, settings: Settings, older_than: timedelta | None = None
+) -> dict[str, int]:
+    """Delete, in every window of every table, the staged rows no reader will see again.
+
+    Safe while other loads run: a load still within its deadline is never touched. Costs one
+    SELECT per table (ingest_log and the loads tables' primary keys) when there is nothing
+    to delete, and one DELETE per table that has something. The catch-up runs it once per
+    batch (``catchup.catch_up``, at least hourly); the next load of a window also cleans
+    that window.
+
+    :param older_than: see ``find_orphaned_loads``.
+    :return: rows deleted per table.
+    """
+    deleted = {}
+    for table in settings.tables:
+        orphans = find_orphaned_loads(hook, settings, table, older_than=older_than)
+        delete_loads(hook, settings, table, orphans)
+        deleted[table.name] = sum(rows for _, _, rows in orphans)
+    return deleted
 
 
 def ingest_window(settings: Settings, window_start: datetime, run_id: str = "", try_number: int = 0) -> dict:

@@ -1,26 +1,88 @@
-"""Typed records of a source table: one JSON line in, one tuple of typed values out.
+"""The input contract of a source line, and the reference reader that follows it.
 
-The embedded engine parses source files itself (much faster than Python); this module is
-the reference reader that names the exact line and key at fault when a file is rejected,
-and the reader for backends that receive rows from the client.
+The engine parses source files on both backends (``file()`` embedded, ``s3()`` on a
+server), with the settings below: they are the contract. The rules, as the README states
+them:
+
+* **timestamps** (``DateTime64`` columns) are JSON strings ``YYYY-MM-DD hh:mm:ss``, with or
+  without a fraction, in UTC; digits after the sixth of the fraction are dropped. ``T`` may
+  stand for the space. A zone designator (``Z``, ``+03:00``) is rejected: the contract is UTC
+  wall-clock time. A date alone means midnight; a string of digits alone is Unix seconds.
+  A JSON number in a timestamp field is rejected (its unit is ambiguous).
+* **numbers in string fields**: a ``String`` or ``UUID`` field takes a JSON string only; a
+  number, boolean, object or array there is rejected. A ``Float64`` field takes a JSON number
+  or a JSON string holding one (the source writes coordinates as strings), including an
+  exponent, ``nan`` and ``inf``; an empty string there reads as 0.
+* **booleans**: a ``Bool`` field takes ``true``/``false`` or the numbers ``1``/``0``; a string
+  (``"true"``, ``"1"``) is rejected, and so is a boolean in a ``Float64`` field.
+* **unknown extra keys** are ignored; **empty lines** (or blank ones) are skipped but
+  counted in line numbers; a **missing key** or a **null** is rejected.
+
+The engine reads a timestamp column as text and converts it on insert: reading it as a
+``DateTime64`` directly would take a JSON number for ticks of the column's precision.
+
+The reader below names the exact line and key once the engine has rejected a file (the
+engine's own message points at a row of a parallel parser). It follows the same rules; the
+tests run every rule through both and check that they agree.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import math
 import re
-import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from clickstream.config import SourceTable
 
+# Settings of every statement that parses source lines, on both backends.
+ENGINE_SETTINGS = {
+    # A number, boolean, object or array is not a string.
+    "input_format_json_read_numbers_as_strings": 0,
+    "input_format_json_read_bools_as_strings": 0,
+    "input_format_json_read_objects_as_strings": 0,
+    "input_format_json_read_arrays_as_strings": 0,
+    # A boolean is not a number.
+    "input_format_json_read_bools_as_numbers": 0,
+    # Keys the table does not declare are ignored.
+    "input_format_skip_unknown_fields": 1,
+    # Timestamps: ClickHouse's basic text format (no best-effort guessing of other layouts).
+    "date_time_input_format": "basic",
+    "cast_string_to_date_time_mode": "basic",
+    # Every column is read as Nullable: a missing key or a null arrives as NULL, and the
+    # insert rejects it instead of storing a default.
+    "insert_null_as_default": 0,
+    "input_format_allow_errors_num": 0,
+    "input_format_allow_errors_ratio": 0,
+}
+
 _DATETIME64 = re.compile(r"^DateTime64\(\s*\d+\s*(,\s*'UTC'\s*)?\)$")
-_TIMESTAMP_FORMATS = ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S")
+_TIMESTAMP = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?)?$", re.ASCII)
+_UNIX_SECONDS = re.compile(r"^\d+$", re.ASCII)
+_UUID = re.compile(r"^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$", re.IGNORECASE)
+# The engine's number syntax in a JSON string: sign, digits, fraction, exponent, nan, inf.
+_DECIMAL_TEXT = re.compile(r"^[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|nan|inf|infinity)$", re.IGNORECASE)
+
+
+def is_timestamp_type(clickhouse_type: str) -> bool:
+    """Return whether ``clickhouse_type`` is a timestamp the engine reads as text, then converts."""
+    return bool(_DATETIME64.match(clickhouse_type))
+
+
+def json_structure(table: SourceTable) -> str:
+    """Return the ClickHouse structure that reads one JSON line of ``table``.
+
+    Every column is Nullable (a missing key or a null fails the insert); timestamp columns
+    are read as text and converted by the insert, so that a JSON number cannot pass.
+    """
+    return ", ".join(
+        f"{c.name} Nullable({'String' if is_timestamp_type(c.type) else c.type})" for c in table.columns
+    )
 
 
 class RecordError(ValueError):
@@ -38,31 +100,50 @@ def _to_string(value):
 
 
 def _to_uuid(value):
-    return uuid.UUID(_to_string(value))
+    text = _to_string(value)
+    if not _UUID.match(text):
+        raise ValueError("expected a UUID")
+    return text.replace("-", "").lower()
 
 
 def _to_float(value):
     if isinstance(value, bool):
-        raise TypeError("expected a decimal number")
-    if isinstance(value, str | int | float):
+        raise TypeError("expected a decimal number, not a boolean")
+    if isinstance(value, int | float):
         return float(value)
+    if isinstance(value, str):
+        if value == "":
+            return 0.0
+        if _DECIMAL_TEXT.match(value):
+            return float(value) if "nan" not in value.lower() else math.nan
+        raise ValueError("expected a decimal number")
     raise TypeError("expected a decimal number or a string holding one")
 
 
 def _to_bool(value):
-    if not isinstance(value, bool):
-        raise TypeError("expected a JSON boolean")
-    return value
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise TypeError("expected true, false, 1 or 0")
 
 
 def _to_datetime(value):
     text = _to_string(value)
-    for pattern in _TIMESTAMP_FORMATS:
-        try:
-            return datetime.strptime(text, pattern).replace(tzinfo=UTC)
-        except ValueError:
-            continue
-    raise ValueError("expected a timestamp 'YYYY-MM-DD HH:MM:SS.ffffff'")
+    if _UNIX_SECONDS.match(text):
+        return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=int(text))
+    match = _TIMESTAMP.match(text)
+    if not match:
+        raise ValueError("expected a UTC timestamp 'YYYY-MM-DD HH:MM:SS.ffffff'")
+    year, month, day, hour, minute, second, fraction = match.groups()
+    microseconds = int((fraction or "0")[:6].ljust(6, "0"))
+    try:
+        return datetime(
+            int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0),
+            microseconds, tzinfo=UTC,
+        )  # fmt: skip
+    except ValueError as error:
+        raise ValueError(f"expected a UTC timestamp ({error})") from None
 
 
 _CONVERTERS: dict[str, Callable] = {
@@ -74,13 +155,24 @@ _CONVERTERS: dict[str, Callable] = {
 
 
 def converter_for(clickhouse_type: str) -> Callable:
-    """Return the function that turns a JSON value into ``clickhouse_type``."""
-    if _DATETIME64.match(clickhouse_type):
+    """Return the function that turns a JSON value into ``clickhouse_type`` under the contract."""
+    if is_timestamp_type(clickhouse_type):
         return _to_datetime
     try:
         return _CONVERTERS[clickhouse_type]
     except KeyError:
         raise ValueError(f"no reader for ClickHouse type {clickhouse_type!r}") from None
+
+
+def _json_problem(error: json.JSONDecodeError) -> str:
+    """Say where in its line a JSON document breaks, by column: the line number is the caller's.
+
+    json's own message counts lines inside the document ("line 2 column 1" when a line
+    ends too early), which would sit beside the file's real line number.
+    """
+    text = error.doc.decode("utf-8", "replace") if isinstance(error.doc, bytes) else error.doc
+    where = "the end of the line" if error.pos >= len(text.rstrip("\r\n")) else f"column {error.pos + 1}"
+    return f"{error.msg} {where}" if error.msg.endswith(" at") else f"{error.msg} at {where}"
 
 
 @dataclass(frozen=True)
@@ -97,11 +189,13 @@ class RecordReader:
     def parse(self, raw: bytes | str, line: int) -> tuple:
         """Return the typed values of one line.
 
-        :raises RecordError: the line is not a JSON object, lacks a key or holds a value of
-            the wrong type.
+        :raises RecordError: the line is not a JSON object, lacks a key or holds a value the
+            contract rejects.
         """
         try:
             document = json.loads(raw)
+        except json.JSONDecodeError as error:
+            raise RecordError(line, f"malformed JSON ({_json_problem(error)})") from None
         except ValueError as error:
             raise RecordError(line, f"malformed JSON ({error})") from None
         if not isinstance(document, dict):
@@ -122,7 +216,7 @@ class RecordReader:
         return tuple(values)
 
     def read(self, path: Path) -> Iterator[tuple]:
-        """Yield the typed values of every non-empty line of ``path`` (plain or gzip)."""
+        """Yield the typed values of every non-blank line of ``path`` (plain or gzip)."""
         number = 0
         try:
             with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as lines:
