@@ -29,7 +29,7 @@ benchmark: $(STAMP)
 	$(BIN)/python scripts/benchmark_ingest.py
 
 benchmark-marts: $(STAMP)
-	$(BIN)/python scripts/benchmark_marts.py
+	$(BIN)/python scripts/benchmark_marts.py --history-days 1,30,365 --events-per-hour 2000
 
 benchmark-catchup: $(STAMP)
 	$(BIN)/python scripts/benchmark_catchup.py

@@ -4,10 +4,10 @@
 Refreshes the purchase marts whenever the ingest DAG commits a window (`clickstream/raw`).
 
 * Works from durable state, not from the triggering events (they can be coalesced or
-  stranded): the marts' watermark in ClickHouse lists the loads they already reflect, and
-  each run recomputes only the hours that the other, newer loads touch, journeys included.
-* Each mart is swapped in whole: readers see the previous or the refreshed mart, never a
-  half-written one.
+  stranded): a queue in ClickHouse holds the commits the marts do not reflect yet, and each
+  run recomputes only the hours they touch, journeys included, in chunks of bounded size.
+* The refreshed hours of all five marts become visible together, with one commit row:
+  readers see the previous or the refreshed marts, never a half-written or empty one.
 * A manual run with no params refreshes everything pending; with an empty watermark (first
   run, or after a truncate) it rebuilds the marts from all raw data.
 """

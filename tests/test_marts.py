@@ -1,8 +1,10 @@
 """The purchase marts on the real engine (chdb), with data loaded through the ingest path.
 
 Hand-built events (ZIP objects in a local S3 bucket, loaded by WindowLoader) with expected
-rows computed by hand, the real sample's published counts, reloads compared with a full
-rebuild, and the parameterised views.
+rows computed by hand, whatever the chunk size; the real sample's published counts; a
+sequence of loads, reloads, late and skipped windows and truncates, each refresh compared
+with a full rebuild; the one commit that switches all five marts, the deletion of hidden
+rows and of a dead refresh's rows; the parameterised views.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from clickstream.marts import (
     merge_ranges,
     pending_changes,
     refresh,
+    split_into_chunks,
     table_checksums,
 )
 from clickstream.source import SourceBucket
@@ -250,11 +253,8 @@ def hand_built(s3_client, bucket, load):
         load(window_start)
 
 
-def test_hand_built_events_give_hand_computed_marts(hand_built, hook, settings):
-    result = refresh(hook, settings)
-
-    assert result.mode == FULL
-    assert result.loads_applied == 12
+def assert_hand_computed_marts(hook, settings) -> None:
+    """The marts of the three hand-built windows, computed by hand."""
     assert hourly_events(hook, settings) == {
         (H22, "/home", *CM, 1),  # A1: stamped 22:xx, arrived in the 23:00 window
         (H23, "/product_a", *CM, 1),
@@ -304,6 +304,28 @@ def test_hand_built_events_give_hand_computed_marts(hand_built, hook, settings):
         (H00, "Russia", "Moscow", 2, 2),
         (H00, "Germany", "Berlin", 1, 0),
     }
+
+
+@pytest.mark.parametrize(
+    "chunk_hours",
+    [
+        # One hour per chunk: B4's journey crosses two chunks and the month (partition)
+        # boundary; A1 (22:xx, in the 23:00 window) is staged by another chunk than A5.
+        pytest.param(1, id="one-hour-chunks"),
+        pytest.param(2, id="two-hour-chunks"),
+        pytest.param(48, id="one-chunk"),
+    ],
+)
+def test_hand_built_events_give_hand_computed_marts(hand_built, hook, settings, chunk_hours):
+    settings = replace(settings, marts=replace(settings.marts, chunk_hours=chunk_hours))
+
+    result = refresh(hook, settings)
+
+    assert result.mode == FULL
+    assert result.loads_applied == 12
+    # Events from 22:xx to 01:xx: four hours, one chunk per chunk_hours of them.
+    assert (result.hours, result.chunks) == (4, -(-4 // chunk_hours))
+    assert_hand_computed_marts(hook, settings)
     assert_equals_full_rebuild(hook, settings)
 
 
@@ -476,7 +498,7 @@ def test_crash_before_the_watermark_is_recomputed_next_time(
     load(W2)
 
     def crash(*args, **kwargs):
-        raise RuntimeError("killed between the swaps and the watermark")
+        raise RuntimeError("killed between the commit and the watermark")
 
     with monkeypatch.context() as patched:
         patched.setattr(marts, "_apply", crash)
@@ -491,7 +513,7 @@ def test_crash_before_the_watermark_is_recomputed_next_time(
         hook,
         settings,
         "SELECT count() FROM system.tables WHERE database = '{db}' "
-        "AND (endsWith(name, '__next') OR name = 'marts_events_stage')",
+        "AND name IN ('marts_events_stage', 'marts_claimed_commits')",
     )
     assert leftovers == [[0]]
     assert_equals_full_rebuild(hook, settings)
@@ -504,3 +526,330 @@ def test_refresh_warehouse_opens_the_configured_warehouse(chdb_path, settings):
 
     assert result == {**result, "mode": FULL, "loads_applied": 0, "ranges": []}
     assert json.loads(json.dumps(result)) == result
+
+
+# --- chunks, late and skipped windows: the invariant over a sequence -------------------------
+
+# Click E lands in history: its window WL comes two days after its events (stamped on
+# 29 April), and WH, a window of that day loaded later, holds E's next purchase, whose
+# journey starts after E3, a purchase that only WL holds.
+E = Click("E", "Chrome", "Computer", "Spain", "Madrid", ("bing", "cpc", "campaign_2"))
+E1 = Event("E1", E, "2024-04-29 10:05:00.000000", "/home")
+E2 = Event("E2", E, "2024-04-29 10:15:00.000000", "/product_a")
+E3 = Event("E3", E, "2024-04-29 10:25:00.000000", "/confirmation")
+E4 = Event("E4", E, "2024-04-29 10:55:00.000000", "/product_b")
+E5 = Event("E5", E, "2024-04-29 11:05:00.000000", "/confirmation")
+WL = datetime(2024, 5, 1, 2, tzinfo=UTC)
+WH = datetime(2024, 4, 29, 11, tzinfo=UTC)
+WS = datetime(2024, 5, 1, 3, tzinfo=UTC)  # never written: skipped
+WE = datetime(2024, 5, 1, 4, tzinfo=UTC)  # four objects without a line
+
+
+def delete_window(s3_client, bucket: str, window_start: datetime) -> None:
+    """Remove the four objects of a window from the bucket."""
+    from clickstream.source import object_key
+
+    template = get_settings().source.key_template
+    for table in get_settings().table_names:
+        s3_client.delete_object(Bucket=bucket, Key=object_key(template, window_start, table))
+
+
+def test_every_refresh_of_a_sequence_equals_a_full_rebuild(s3_client, bucket, hook, settings, s3_connection):
+    # Two-hour chunks with a 24-hour look-back: every refresh below spans several chunks,
+    # and W1/W2 lie in two partitions (April and May).
+    settings = replace(
+        settings,
+        marts=replace(settings.marts, chunk_hours=2),
+        source=replace(settings.source, absent_object_outcome="skip"),
+    )
+    # The same raw data in a second database, rebuilt in full after every step.
+    reference = replace(settings, warehouse=replace(settings.warehouse, database="clickstream_reference"))
+    loaders = []
+    for target in (settings, reference):
+        ensure_schema(hook, target)
+        loaders.append(WindowLoader(hook, SourceBucket(s3_connection, bucket), target))
+
+    def load(*windows: datetime) -> None:
+        for window_start in windows:
+            for loader in loaders:
+                for table in settings.tables:
+                    loader.load(table, window_start)
+
+    def skip(window_start: datetime) -> None:
+        """Resolve a window whose objects are absent past the lateness horizon: skipped."""
+        for loader in loaders:
+            loader.record_absent([(table, window_start) for table in settings.tables], now=datetime.now(UTC))
+
+    def refreshed():
+        result = refresh(hook, settings)
+        full_rebuild(hook, reference)
+        assert table_checksums(hook, settings) == table_checksums(hook, reference)
+        assert all(start >= "2024-04-01" for start, _ in result.ranges), result.ranges  # no 1970
+        return result
+
+    for window_start, events in WINDOWS.items():
+        put_window(s3_client, bucket, window_start, events)
+    load(W1, W2)
+    assert refreshed().mode == FULL
+
+    load(W3)
+    assert refreshed().chunks == 13  # [00:00, 02:00 next day): 26 hours
+
+    # The late window and a reload of W3 in one refresh: two ranges far apart.
+    put_window(s3_client, bucket, WL, [E1, E2, E3])
+    load(WL, W3)
+    late = refreshed()
+    assert late.ranges == [["2024-04-29 10:00:00", "2024-04-30 11:00:00"], [H00, "2024-05-02 02:00:00"]]
+    assert (H23, "/confirmation", *CM, 1) in hourly_events(hook, settings)
+    assert ("2024-04-29 10:00:00", "/confirmation", "Chrome", "Computer", 1) in hourly_events(hook, settings)
+
+    # WH, loaded later, recomputes 29 April, whose events are in WL: found through the
+    # hour index, E3 ends E5's journey, so /home and /product_a of E1, E2 do not lead to E5.
+    put_window(s3_client, bucket, WH, [E4, E5])
+    load(WH)
+    refreshed()
+    assert ("2024-04-29 11:00:00", SITE + "/product_b", "Chrome", "Computer", 1) in leading_pages(
+        hook, settings
+    )
+    assert ("2024-04-29 11:00:00", SITE + "/home", "Chrome", "Computer", 1) not in leading_pages(
+        hook, settings
+    )
+
+    # A reload that removes rows: B4 (a purchase) and C1 leave W2.
+    put_window(s3_client, bucket, W2, [A6, A7, A8, A9, B2, B3, C2])
+    load(W2)
+    refreshed()
+    assert (H00, "/home", *SN, 1) not in hourly_events(hook, settings)
+
+    # A skipped window: four commits, no events, nothing to recompute (no 1970 range).
+    skip(WS)
+    skipped = refreshed()
+    assert (skipped.loads_applied, skipped.ranges, skipped.hours, skipped.version) == (4, [], 0, 0)
+
+    # A window whose objects hold no line: loaded, but no event time either.
+    put_window(s3_client, bucket, WE, [])
+    load(WE)
+    empty = refreshed()
+    assert (empty.loads_applied, empty.ranges, empty.hours, empty.version) == (4, [], 0, 0)
+
+    # W1 reloaded as skipped (its objects are gone): its events leave the marts; the hours
+    # come from its earlier load.
+    delete_window(s3_client, bucket, W1)
+    skip(W1)
+    emptied = refreshed()
+    assert emptied.ranges == [[H22, "2024-05-02 00:00:00"]]
+    assert {row[0] for row in hourly_events(hook, settings)} == {
+        "2024-04-29 10:00:00",
+        "2024-04-29 11:00:00",
+        H00,
+        H01,
+    }
+
+    assert (refreshed().loads_applied, refreshed().hours) == (0, 0)
+
+    from clickstream import truncate
+
+    truncate.truncate(hook, settings, "marts", dry_run=False)
+    assert refreshed().mode == FULL
+
+
+def test_one_commit_row_switches_all_five_marts(
+    hand_built, s3_client, bucket, load, hook, settings, monkeypatch
+):
+    from clickstream import marts
+
+    refresh(hook, settings)
+    before = table_checksums(hook, settings)
+    put_window(s3_client, bucket, W2, [A6, A7, A8, A9, B2, B3, C2])
+    load(W2)
+    seen = {}
+    record = marts._record
+
+    def observed(hook_, settings_, version, status, *args, **kwargs):
+        if status == marts.COMMITTED:
+            seen["written, not committed"] = table_checksums(hook_, settings_)
+            record(hook_, settings_, version, status, *args, **kwargs)
+            seen["committed"] = table_checksums(hook_, settings_)
+        else:
+            record(hook_, settings_, version, status, *args, **kwargs)
+
+    monkeypatch.setattr(marts, "_record", observed)
+    refresh(hook, settings)
+
+    # Every mart's rows are written before the commit row, and none shows until it lands;
+    # then all five show the new rows at once.
+    assert seen["written, not committed"] == before
+    assert all(seen["committed"][mart] != before[mart] for mart in MARTS)
+    assert seen["committed"] == table_checksums(hook, settings)
+
+
+def storage_rows(hook, settings, mart: str, where: str = "1") -> int:
+    return int(rows(hook, settings, f"SELECT count() FROM {{db}}.{mart}_versions WHERE {where}")[0][0])
+
+
+def visible_rows(hook, settings, mart: str) -> int:
+    return int(rows(hook, settings, f"SELECT count() FROM {{db}}.{mart}")[0][0])
+
+
+def test_rows_a_commit_hides_are_deleted_by_the_next_refresh(hand_built, load, hook, settings):
+    refresh(hook, settings)
+    load(W3)
+    second = refresh(hook, settings)
+
+    # The rows the second commit hid are still stored, for queries begun before it.
+    hidden_by_second = {
+        mart: storage_rows(hook, settings, mart, f"hour >= '{H00}' AND version < {second.version}")
+        for mart in MARTS
+    }
+    assert all(hidden_by_second.values()), hidden_by_second
+    for mart in MARTS:
+        assert (
+            storage_rows(hook, settings, mart) == visible_rows(hook, settings, mart) + hidden_by_second[mart]
+        )
+
+    load(W3)
+    third = refresh(hook, settings)
+
+    # Now only the rows the third commit hid are kept besides the visible ones, and the
+    # versions table holds the settled second version and the third.
+    for mart in MARTS:
+        hidden_by_third = storage_rows(hook, settings, mart, f"hour >= '{H00}' AND version < {third.version}")
+        assert storage_rows(hook, settings, mart) == visible_rows(hook, settings, mart) + hidden_by_third
+    assert rows(
+        hook, settings, "SELECT toString(version), status FROM {db}.marts_versions ORDER BY 1, 2"
+    ) == [
+        [str(second.version), "settled"],
+        [str(third.version), "committed"],
+        [str(third.version), "started"],
+    ]
+    assert_equals_full_rebuild(hook, settings)
+
+
+def test_rows_of_a_refresh_that_died_before_its_commit_stay_hidden_and_are_deleted(
+    hand_built, s3_client, bucket, load, hook, settings, monkeypatch
+):
+    from clickstream import marts
+
+    refresh(hook, settings)
+    before = table_checksums(hook, settings)
+    put_window(s3_client, bucket, W3, [D1])
+    load(W3)
+    record = marts._record
+
+    def die_at_commit(hook_, settings_, version, status, *args, **kwargs):
+        if status == marts.COMMITTED:
+            raise RuntimeError("killed before the commit")
+        record(hook_, settings_, version, status, *args, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(marts, "_record", die_at_commit)
+        with pytest.raises(RuntimeError):
+            refresh(hook, settings)
+    [[dead]] = rows(
+        hook, settings, "SELECT toString(max(version)) FROM {db}.marts_versions WHERE status = 'started'"
+    )
+
+    assert table_checksums(hook, settings) == before
+    assert storage_rows(hook, settings, "mart_hourly_events", f"version = {dead}") > 0
+
+    again = refresh(hook, settings)
+
+    assert (again.mode, again.loads_applied) == (INCREMENTAL, 4)
+    assert all(storage_rows(hook, settings, mart, f"version = {dead}") == 0 for mart in MARTS)
+    assert_equals_full_rebuild(hook, settings)
+
+
+def test_only_commit_rows_enter_the_marts_queue(hand_built, hook, settings):
+    refresh(hook, settings)
+    for status in ("failed", "missing", "started"):
+        hook.run(
+            "insert_ingest_log",
+            {
+                "database": settings.warehouse.database,
+                "load_id": str(uuid.uuid4()),
+                "table_name": "browser_events",
+                "window_start": "2024-05-01 05:00:00",
+                "status": status,
+                "source_bucket": settings.source.bucket,
+                "source_key": "year=2024/month=05/day=01/hour=05/browser_events.jsonl.zip",
+                "source_etag": "",
+                "source_bytes": 0,
+                "rows": 0,
+                "min_event_time": "",
+                "max_event_time": "",
+                "started_at": "2024-05-01 06:00:00.000000",
+                "finished_at": "2024-05-01 06:00:01.000000",
+                "duration_ms": 1000,
+                "error": "",
+                "dag_run_id": "test",
+                "try_number": 1,
+            },
+        )
+
+    assert pending_changes(hook, settings).changes == ()
+    result = refresh(hook, settings)
+    assert (result.loads_applied, result.version) == (0, 0)
+
+
+def test_marts_of_the_earlier_layout_are_replaced_and_rebuilt(hand_built, hook, settings):
+    database = settings.warehouse.database
+    execute = hook.backend.execute
+    # The layout before versioned rows: each mart a plain table, and a filled watermark.
+    execute(
+        f"CREATE TABLE {database}.mart_hourly_events (hour DateTime('UTC'), page_url_path String, "
+        "browser_name String, device_type String, events UInt64) ENGINE = MergeTree ORDER BY hour",
+        {},
+    )
+    execute(
+        f"INSERT INTO {database}.mart_hourly_events VALUES ('2024-01-01 00:00:00', '/old', 'x', 'y', 9)", {}
+    )
+    execute(
+        f"CREATE TABLE {database}.marts_applied_loads (load_id UUID, table_name LowCardinality(String), "
+        "window_start DateTime('UTC'), applied_at DateTime64(6, 'UTC')) "
+        "ENGINE = MergeTree ORDER BY (table_name, window_start, load_id)",
+        {},
+    )
+    execute(
+        f"INSERT INTO {database}.marts_applied_loads SELECT load_id, table_name, window_start, now64() FROM {database}.ingest_log",
+        {},
+    )
+
+    result = refresh(hook, settings)
+
+    assert result.mode == FULL
+    [[engine]] = rows(
+        hook,
+        settings,
+        "SELECT engine FROM system.tables WHERE database = '{db}' AND name = 'mart_hourly_events'",
+    )
+    assert engine == "View"
+    assert_hand_computed_marts(hook, settings)
+
+
+def test_split_into_chunks_cuts_long_ranges_and_packs_short_ones():
+    day = "2024-05-01 "
+    assert split_into_chunks([(day + "00:00:00", day + "05:00:00")], 2) == [
+        ((day + "00:00:00", day + "02:00:00"),),
+        ((day + "02:00:00", day + "04:00:00"),),
+        ((day + "04:00:00", day + "05:00:00"),),
+    ]
+    scattered = [
+        (day + "01:00:00", day + "02:00:00"),
+        (day + "05:00:00", day + "07:00:00"),
+        (day + "09:00:00", day + "10:00:00"),
+    ]
+    assert split_into_chunks(scattered, 3) == [
+        ((day + "01:00:00", day + "02:00:00"), (day + "05:00:00", day + "07:00:00")),
+        ((day + "09:00:00", day + "10:00:00"),),
+    ]
+    assert split_into_chunks([], 48) == []
+
+
+@pytest.mark.parametrize("value", ["0", "-3", '"48"', "true", "1.5"])
+def test_chunk_hours_must_be_a_positive_whole_number(project_config, value):
+    from clickstream.config import ConfigError
+
+    project_config(marts__chunk_hours=value)
+
+    with pytest.raises(ConfigError, match=r"marts\.chunk_hours"):
+        get_settings()

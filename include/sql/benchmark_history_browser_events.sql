@@ -1,5 +1,6 @@
--- Benchmark only (scripts/benchmark_marts.py): `hours` windows of synthetic browser_events
--- from `first_window`, `per_hour` rows each, written straight into the loads table.
+-- Benchmark only (scripts/benchmark_marts.py): synthetic browser_events, `per_hour` rows
+-- in each of the `hours` windows from window number `first_hour` of a history starting at
+-- `first_window` (a long history is written in slices), straight into the loads table.
 -- Row n is page view n of the whole history: window w = n / per_hour, click c = n /
 -- events_per_click. Its time falls in [window - 15 min, window + 45 min): a quarter of each
 -- window's events is stamped in the hour before, as in the source.
@@ -29,5 +30,5 @@ FROM
         intDiv(n, {events_per_click:UInt32}) AS c,
         {first_window:DateTime('UTC')} + toIntervalHour(w) AS window_start,
         cityHash64('browser', c) % 20 AS b
-    FROM numbers({hours:UInt32} * {per_hour:UInt32})
+    FROM numbers({first_hour:UInt32} * {per_hour:UInt32}, {hours:UInt32} * {per_hour:UInt32})
 );

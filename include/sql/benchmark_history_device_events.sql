@@ -1,5 +1,6 @@
--- Benchmark only (scripts/benchmark_marts.py): `hours` windows of synthetic device_events
--- from `first_window`, `per_hour` rows each, line-aligned with
+-- Benchmark only (scripts/benchmark_marts.py): synthetic device_events, `per_hour` rows
+-- in each of the `hours` windows from window number `first_hour` of a history starting at
+-- `first_window` (a long history is written in slices), line-aligned with
 -- benchmark_history_browser_events: row n repeats the device of its click.
 -- Window w = n / per_hour, click c = n / events_per_click; the OS is drawn per click with the
 -- generator's shares, the user from a pool of five times the hourly volume.
@@ -29,5 +30,5 @@ FROM
         {first_window:DateTime('UTC')} + toIntervalHour(w) AS window_start,
         cityHash64('os', c) % 20 AS o,
         cityHash64('user', c) % (5 * {per_hour:UInt32}) AS u
-    FROM numbers({hours:UInt32} * {per_hour:UInt32})
+    FROM numbers({first_hour:UInt32} * {per_hour:UInt32}, {hours:UInt32} * {per_hour:UInt32})
 );

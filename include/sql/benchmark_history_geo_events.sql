@@ -1,5 +1,6 @@
--- Benchmark only (scripts/benchmark_marts.py): `hours` windows of synthetic geo_events
--- from `first_window`, `per_hour` rows each, line-aligned with
+-- Benchmark only (scripts/benchmark_marts.py): synthetic geo_events, `per_hour` rows
+-- in each of the `hours` windows from window number `first_hour` of a history starting at
+-- `first_window` (a long history is written in slices), line-aligned with
 -- benchmark_history_browser_events: row n repeats the place of its click.
 -- Window w = n / per_hour, click c = n / events_per_click; one of 40 regions per click.
 -- Ids are deterministic: sipHash128 of a kind and a number is 16 bytes, read as a UUID; the
@@ -25,5 +26,5 @@ FROM
         intDiv(n, {per_hour:UInt32}) AS w,
         intDiv(n, {events_per_click:UInt32}) AS c,
         {first_window:DateTime('UTC')} + toIntervalHour(w) AS window_start
-    FROM numbers({hours:UInt32} * {per_hour:UInt32})
+    FROM numbers({first_hour:UInt32} * {per_hour:UInt32}, {hours:UInt32} * {per_hour:UInt32})
 );

@@ -1,5 +1,6 @@
--- Benchmark only (scripts/benchmark_marts.py): `hours` windows of synthetic location_events
--- from `first_window`, `per_hour` rows each, line-aligned with
+-- Benchmark only (scripts/benchmark_marts.py): synthetic location_events, `per_hour` rows
+-- in each of the `hours` windows from window number `first_hour` of a history starting at
+-- `first_window` (a long history is written in slices), line-aligned with
 -- benchmark_history_browser_events (row n has the event_id of its page view n).
 -- Window w = n / per_hour, click c = n / events_per_click; the page is drawn per page view,
 -- the utm fields per click, with the generator's shares.
@@ -34,5 +35,5 @@ FROM
         cityHash64('source', c) % 20 AS s,
         cityHash64('medium', c) % 20 AS m,
         cityHash64('content', c) % 20 AS a
-    FROM numbers({hours:UInt32} * {per_hour:UInt32})
+    FROM numbers({first_hour:UInt32} * {per_hour:UInt32}, {hours:UInt32} * {per_hour:UInt32})
 );

@@ -1,16 +1,20 @@
--- The marts' input for a refresh: every event (browser row joined with the location row of
--- the same event_id in the same window) whose time lies in [from - look-back, to) for one of
--- the hour ranges being recomputed, counted once, with its device and geo attributes.
+-- The marts' input for one chunk of a refresh: every event (browser row joined with the
+-- location row of the same event_id in the same window) whose time lies in
+-- [from - look-back, to) for one of the chunk's hour ranges, with its device and geo
+-- attributes. Whole hours only, so every hour is staged from all of its events.
 --
--- Cost follows the ranges, not the history: only candidate windows are read, those whose
--- browser_events commit has [min_event_time, max_event_time] overlapping an extended range
--- (from committed_loads, a small table), and every raw table is ordered by window_start, so
--- the reads prune to those windows' granules.
+-- Cost follows the chunk, not the history: candidate windows come from marts_window_hours
+-- (the windows whose events span the staged hours, an index read), their committed loads
+-- from committed_loads filtered on those windows, and every <table>_loads table is read
+-- by (window_start, load_id), its primary key. This is the raw views' own rule (a window
+-- shows the load of its newest commit) applied to the candidate windows only: the views
+-- would build their set of committed loads over all windows on every read.
 --
 -- * device/geo attributes come from the rows with the event's click_id in the same window
 --   (min() of each attribute, so the result never depends on row order); none: ''.
--- * an event whose rows appear in several windows, or twice in one, is kept once: the
---   smallest (window_start, values...) tuple wins, a deterministic choice.
+-- * copies of an event (the same event_id in several windows, or twice in one) stamped in
+--   the same hour count once: the smallest (window_start, values...) tuple wins. The
+--   choice depends only on that hour's rows, so any chunking gives the same marts.
 --
 -- Parameters: hour_ranges (JSON [["from", "to"], ...] of UTC hours), lookback_hours.
 USE {database:Identifier};
@@ -43,17 +47,25 @@ WITH
     JSONExtract({hour_ranges:String}, 'Array(Tuple(DateTime(\'UTC\'), DateTime(\'UTC\')))') AS ranges,
     toIntervalHour({lookback_hours:UInt32}) AS lookback,
     candidate_windows AS (
-        SELECT window_start
+        SELECT DISTINCT window_start
+        FROM marts_window_hours
+        WHERE hour IN (
+            SELECT toDateTime(arrayJoin(arrayFlatten(arrayMap(
+                r -> range(toUInt32(r.1 - lookback), toUInt32(r.2), 3600),
+                JSONExtract({hour_ranges:String}, 'Array(Tuple(DateTime(\'UTC\'), DateTime(\'UTC\')))')
+            ))), 'UTC')
+        )
+    ),
+    committed AS (
+        SELECT table_name, window_start, load_id
         FROM committed_loads
-        WHERE table_name = 'browser_events'
-          AND status = 'loaded'
-          AND arrayExists(r -> min_event_time < r.2 AND max_event_time + lookback >= r.1, ranges)
+        WHERE window_start IN candidate_windows AND status = 'loaded'
     )
 SELECT
     event_id,
     chosen.1 AS window_start,
     chosen.2 AS event_timestamp,
-    toStartOfHour(chosen.2) AS hour,
+    event_hour AS hour,
     chosen.3 AS click_id,
     chosen.4 AS page_url,
     chosen.5 AS page_url_path,
@@ -69,6 +81,7 @@ FROM
 (
     SELECT
         b.event_id AS event_id,
+        toStartOfHour(b.event_timestamp) AS event_hour,
         min(tuple(
             b.window_start, b.event_timestamp, b.click_id,
             toString(l.page_url), toString(l.page_url_path), toString(b.browser_name),
@@ -78,15 +91,17 @@ FROM
     FROM
     (
         SELECT window_start, event_id, event_timestamp, click_id, browser_name
-        FROM browser_events
+        FROM browser_events_loads
         WHERE window_start IN candidate_windows
+          AND (window_start, load_id) IN (SELECT window_start, load_id FROM committed WHERE table_name = 'browser_events')
           AND arrayExists(r -> event_timestamp < r.2 AND event_timestamp + lookback >= r.1, ranges)
     ) AS b
     INNER JOIN
     (
         SELECT window_start, event_id, page_url, page_url_path, utm_source, utm_medium, utm_campaign
-        FROM location_events
+        FROM location_events_loads
         WHERE window_start IN candidate_windows
+          AND (window_start, load_id) IN (SELECT window_start, load_id FROM committed WHERE table_name = 'location_events')
     ) AS l ON l.window_start = b.window_start AND l.event_id = b.event_id
     LEFT JOIN
     (
@@ -95,8 +110,9 @@ FROM
             click_id,
             min(toString(device_type)) AS device_type,
             min(toString(user_domain_id)) AS user_domain_id
-        FROM device_events
+        FROM device_events_loads
         WHERE window_start IN candidate_windows
+          AND (window_start, load_id) IN (SELECT window_start, load_id FROM committed WHERE table_name = 'device_events')
         GROUP BY window_start, click_id
     ) AS d ON d.window_start = b.window_start AND d.click_id = b.click_id
     LEFT JOIN
@@ -106,9 +122,10 @@ FROM
             click_id,
             min(toString(geo_country)) AS geo_country,
             min(toString(geo_region_name)) AS geo_region_name
-        FROM geo_events
+        FROM geo_events_loads
         WHERE window_start IN candidate_windows
+          AND (window_start, load_id) IN (SELECT window_start, load_id FROM committed WHERE table_name = 'geo_events')
         GROUP BY window_start, click_id
     ) AS g ON g.window_start = b.window_start AND g.click_id = b.click_id
-    GROUP BY b.event_id
+    GROUP BY b.event_id, event_hour
 );

@@ -1,8 +1,8 @@
--- Record commits as reflected by the marts (after every mart was swapped). Re-running it
--- for the same load ids only repeats rows of the watermark, which is read as a set.
+-- Record commits as reflected by the marts (after their version's commit): those of a
+-- refresh's claimed snapshot of the queue, or for a full rebuild every commit of
+-- ingest_log ({commits}). Re-running it only repeats rows of the watermark, a set.
 INSERT INTO {database:Identifier}.marts_applied_loads (load_id, table_name, window_start, applied_at)
 SELECT load_id, table_name, window_start, now64(6, 'UTC')
-FROM {database:Identifier}.ingest_log
+FROM {database:Identifier}.{commits:Identifier}
 WHERE status IN ('loaded', 'skipped')
-  AND has(JSONExtract({load_ids:String}, 'Array(UUID)'), load_id)
 LIMIT 1 BY load_id;

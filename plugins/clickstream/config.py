@@ -98,6 +98,7 @@ class MartSettings:
     purchase_page_path: str
     checkout_paths: tuple[str, ...]
     journey_lookback_hours: int
+    chunk_hours: int
     retries: int
     retry_delay_seconds: int
 
@@ -234,6 +235,7 @@ def parse_settings(raw: dict) -> Settings:
             purchase_page_path=_require(marts, "purchase_page_path", "marts"),
             checkout_paths=tuple(_require(marts, "checkout_paths", "marts")),
             journey_lookback_hours=int(_require(marts, "journey_lookback_hours", "marts")),
+            chunk_hours=_positive(marts, "chunk_hours", "marts"),
             retries=int(_require(marts, "retries", "marts")),
             retry_delay_seconds=int(_require(marts, "retry_delay_seconds", "marts")),
         ),

@@ -1,31 +1,45 @@
-"""The purchase marts: an incremental, atomic refresh downstream of ingest.
+"""The purchase marts: a refresh whose cost follows the change, committed for all five at once.
 
-The marts work from durable state, never from Asset events alone: ``marts_applied_loads``
-(the watermark) holds every commit of ``ingest_log`` the marts already reflect. A refresh
+Each mart ``<mart>`` is a view over ``<mart>_versions``, which holds rows under the version
+of the refresh that wrote them; the view shows, for every hour, the rows of the newest
+committed version covering it (``include/sql/create_marts.sql``, ``create_mart_views.sql``).
+The marts work from durable state, never from Asset events alone. A refresh
 
-1. reads the commits not in the watermark and the event hours their windows touch (the
-   window's event-time span over all its browser_events commits, old ones included, widened
-   by one hour and the journey look-back: a purchase up to the look-back after a changed event
-   has it in its journey);
-2. fills ``marts_events_stage`` with the deduplicated events of those hours and their
-   look-back, read only from the windows that can hold them;
-3. rebuilds each mart as ``<mart>__next`` (its rows outside the hours + the recomputed rows)
-   and swaps it in with ``EXCHANGE TABLES``: readers see the old or the new mart, never a
-   half-written one;
-4. records the commits in the watermark. A crash before this step makes the next refresh
-   recompute the same hours, with the same result: the refresh is idempotent.
+1. claims the queue ``marts_pending_commits`` (a materialized view adds every commit row of
+   ``ingest_log`` to it) into ``marts_claimed_commits``: the commits it applies. Reading
+   the queue costs what changed, whatever the length of the history;
+2. takes the event hours their windows touch (the window's event-time span over all its
+   browser_events loads, old ones included, read by primary key), widened by one hour and
+   the journey look-back: a purchase up to the look-back after a changed event has it in
+   its journey;
+3. records a new version as ``started``, then recomputes those hours in chunks of at most
+   ``marts.chunk_hours``: each chunk stages its events and their look-back, read only from
+   the windows that can hold them (``marts_window_hours``), and appends the five marts' rows
+   for its hours under the version. Memory follows the chunk, not the hours to recompute;
+4. commits: one row in ``marts_versions``. The refreshed hours of all five marts become
+   visible together; readers never see a half-written or an empty state;
+5. records the claimed commits in the watermark ``marts_applied_loads`` and takes them out
+   of the queue. A crash before this step makes the next refresh recompute the same hours,
+   with the same result: the refresh is idempotent;
+6. deletes the rows that earlier commits hid, and the rows of refreshes that died before
+   their commit, then settles: see :func:`collect_garbage`.
 
-An empty watermark (first run, or after a reset) means a full rebuild. Refreshes must not run
-concurrently (the marts DAG runs one at a time); every SQL text lives in ``include/sql``.
+An empty watermark (first run, or after a truncate) means a full rebuild: the same steps
+over every hour with an event, as a version of kind ``full``, which hides every older row.
+Refreshes must not run concurrently (the marts DAG runs one at a time); every SQL text lives
+in ``include/sql``.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
 
 from clickstream.config import Settings
 from clickstream.loading import ensure_schema
@@ -42,9 +56,13 @@ MARTS = (
 )
 FULL = "full"
 INCREMENTAL = "incremental"
-# Hours a full rebuild recomputes: every hour a DateTime('UTC') can hold, so no old row survives.
-ALL_HOURS = ("1970-01-01 00:00:00", "2106-01-01 00:00:00")
+STARTED, COMMITTED, SETTLED = "started", "committed", "settled"
+QUEUE = "marts_pending_commits"
+CLAIMED = "marts_claimed_commits"
+WINDOW_INDEX = "marts_window_hours"
+WATERMARK = "marts_applied_loads"
 _HOUR_FORMAT = "%Y-%m-%d %H:%M:%S"
+_HOUR = timedelta(hours=1)
 
 HourRange = tuple[str, str]
 
@@ -70,19 +88,30 @@ class PendingChanges:
     changes: tuple[Change, ...]
     ranges: tuple[HourRange, ...]
 
-    @property
-    def load_ids(self) -> list[str]:
-        return [change.load_id for change in self.changes]
+
+@dataclass(frozen=True)
+class Version:
+    """One row of ``marts_versions``: a version of the marts' rows and where it stands."""
+
+    version: int
+    status: str
+    kind: str
+    ranges: tuple[HourRange, ...]
 
 
 @dataclass(frozen=True)
 class RefreshResult:
-    """What a refresh did; JSON-serialisable for XCom and the marts' Asset event."""
+    """What a refresh did; JSON-serialisable for XCom and the marts' Asset event.
+
+    ``version`` is 0 when nothing had to be recomputed.
+    """
 
     mode: str
     ranges: list[list[str]] = field(default_factory=list)
     hours: int = 0
     loads_applied: int = 0
+    version: int = 0
+    chunks: int = 0
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -94,18 +123,40 @@ def _database(settings: Settings) -> dict:
 
 
 def ensure_marts_schema(hook: ClickHouseHook, settings: Settings) -> None:
-    """Create the raw layer if needed, then the marts, the watermark and the marts' views.
+    """Create the raw layer if needed, then the marts' tables, queue and views.
+
+    Marts of the earlier layout (plain tables replaced whole on each refresh) are dropped
+    first and the watermark emptied, so that the next refresh rebuilds them in full.
 
     :param hook: an open warehouse hook.
     :param settings: the bundle's settings (database).
     """
     ensure_schema(hook, settings)
+    _drop_legacy_marts(hook, settings)
     hook.run("create_marts", _database(settings))
     hook.run("create_mart_views", _database(settings))
 
 
+def _drop_legacy_marts(hook: ClickHouseHook, settings: Settings) -> None:
+    names = [*MARTS, *(f"{mart}__next" for mart in MARTS)]
+    legacy = [
+        name
+        for (name,) in hook.run("select_legacy_marts", {**_database(settings), "tables": json.dumps(names)})
+    ]
+    if not legacy:
+        return
+    log.warning("Replacing marts of the earlier layout %s: the next refresh rebuilds them in full", legacy)
+    for name in legacy:
+        hook.run("drop_legacy_mart", {**_database(settings), "table": name})
+    hook.run("truncate_table", {**_database(settings), "table": WATERMARK})
+
+
 def _parse_hour(text: str) -> datetime:
     return datetime.strptime(text, _HOUR_FORMAT)
+
+
+def _format_hour(value: datetime) -> str:
+    return value.strftime(_HOUR_FORMAT)
 
 
 def affected_range(change: Change, lookback_hours: int) -> HourRange | None:
@@ -117,10 +168,10 @@ def affected_range(change: Change, lookback_hours: int) -> HourRange | None:
     if not change.first_hour:
         return None
     end = _parse_hour(change.last_hour) + timedelta(hours=1 + lookback_hours)
-    return change.first_hour, end.strftime(_HOUR_FORMAT)
+    return change.first_hour, _format_hour(end)
 
 
-def merge_ranges(ranges: list[HourRange]) -> tuple[HourRange, ...]:
+def merge_ranges(ranges: Iterable[HourRange]) -> tuple[HourRange, ...]:
     """Return the union of hour ranges as sorted, disjoint, non-adjacent ranges.
 
     :param ranges: ``(from, to)`` pairs of UTC hours as ``YYYY-MM-DD HH:MM:SS`` text.
@@ -134,8 +185,61 @@ def merge_ranges(ranges: list[HourRange]) -> tuple[HourRange, ...]:
     return tuple((start, end) for start, end in merged)
 
 
-def _changes(hook: ClickHouseHook, settings: Settings, only_pending: bool) -> PendingChanges:
-    rows = hook.run("select_marts_changes", {**_database(settings), "only_pending": int(only_pending)})
+def split_into_chunks(ranges: Iterable[HourRange], chunk_hours: int) -> list[tuple[HourRange, ...]]:
+    """Return ``ranges`` cut into chunks of at most ``chunk_hours`` hours, in order.
+
+    A long range is cut at every ``chunk_hours`` hours; short ranges that follow each other
+    share a chunk while it has room, so a batch of scattered late windows is not one chunk
+    per window.
+
+    :param ranges: sorted, disjoint ``(from, to)`` hour ranges (see :func:`merge_ranges`).
+    :param chunk_hours: the most hours one chunk recomputes.
+    """
+    chunks: list[tuple[HourRange, ...]] = []
+    current: list[HourRange] = []
+    room = chunk_hours
+    for start_text, end_text in ranges:
+        start, end = _parse_hour(start_text), _parse_hour(end_text)
+        while start < end:
+            if room == 0:
+                chunks.append(tuple(current))
+                current, room = [], chunk_hours
+            piece_end = min(end, start + room * _HOUR)
+            current.append((_format_hour(start), _format_hour(piece_end)))
+            room -= int((piece_end - start) / _HOUR)
+            start = piece_end
+    if current:
+        chunks.append(tuple(current))
+    return chunks
+
+
+def _return_freed_memory() -> None:
+    """Hand the C heap's free pages back to the OS (glibc's ``malloc_trim``), if there is one.
+
+    The embedded engine (chdb) allocates much of a query's memory from the C heap, whose
+    per-thread arenas keep what a query freed: chunk after chunk, the process would grow to
+    many times one chunk's working set although ClickHouse's own tracked memory stays flat.
+    Trimming after each chunk keeps the process at one chunk's working set. A no-op where
+    the C library has no ``malloc_trim``; against a ClickHouse server it only trims this
+    process's small heap.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@cache
+def _malloc_trim():
+    # The symbols of the running process, the C library's among them.
+    return getattr(ctypes.CDLL(None), "malloc_trim", None)
+
+
+def _hours(ranges: Iterable[HourRange]) -> int:
+    return sum(int((_parse_hour(end) - _parse_hour(start)) / _HOUR) for start, end in ranges)
+
+
+def _changes(hook: ClickHouseHook, settings: Settings, commits_table: str) -> PendingChanges:
+    rows = hook.run("select_marts_changes", {**_database(settings), "commits": commits_table})
     changes = tuple(Change(*row) for row in rows)
     lookback = settings.marts.journey_lookback_hours
     ranges = [found for change in changes if (found := affected_range(change, lookback))]
@@ -145,10 +249,12 @@ def _changes(hook: ClickHouseHook, settings: Settings, only_pending: bool) -> Pe
 def pending_changes(hook: ClickHouseHook, settings: Settings) -> PendingChanges:
     """Return the commits the marts do not reflect yet and the hour ranges they touch.
 
+    Reads the queue only; claims nothing.
+
     :param hook: an open warehouse hook.
     :param settings: the bundle's settings (database, journey look-back).
     """
-    return _changes(hook, settings, only_pending=True)
+    return _changes(hook, settings, QUEUE)
 
 
 def watermark_is_empty(hook: ClickHouseHook, settings: Settings) -> bool:
@@ -160,70 +266,181 @@ def watermark_is_empty(hook: ClickHouseHook, settings: Settings) -> bool:
     return int(hook.run("select_marts_watermark", _database(settings))[0][0]) == 0
 
 
-def _hours(ranges: tuple[HourRange, ...]) -> int:
-    return sum(int((_parse_hour(end) - _parse_hour(start)).total_seconds() // 3600) for start, end in ranges)
+def _record(
+    hook: ClickHouseHook,
+    settings: Settings,
+    version: int,
+    status: str,
+    kind: str,
+    ranges: Iterable[HourRange],
+    commits: int = 0,
+) -> None:
+    hook.run(
+        "insert_marts_version",
+        {
+            **_database(settings),
+            "version": version,
+            "status": status,
+            "kind": kind,
+            "ranges": json.dumps([list(pair) for pair in ranges]),
+            "commits": commits,
+        },
+    )
 
 
-def _rebuild(hook: ClickHouseHook, settings: Settings, ranges: tuple[HourRange, ...]) -> None:
-    """Recompute every mart for ``ranges`` and swap each one in atomically."""
-    params = {
-        **_database(settings),
-        "hour_ranges": json.dumps([list(pair) for pair in ranges]),
-        "lookback_hours": settings.marts.journey_lookback_hours,
-        "purchase_page_path": settings.marts.purchase_page_path,
-        "checkout_paths": json.dumps(list(settings.marts.checkout_paths)),
-    }
-    hook.run("fill_marts_events_stage", params)
-    for mart in MARTS:
-        hook.run(f"refresh_{mart}", params)
-        log.info("Swapped in %s", mart)
+def _write_version(
+    hook: ClickHouseHook, settings: Settings, kind: str, ranges: tuple[HourRange, ...], commits: int
+) -> tuple[int, int]:
+    """Recompute ``ranges`` chunk by chunk under a new version and commit it.
+
+    :return: the version and the number of chunks.
+    """
+    version = int(hook.run("select_marts_next_version", _database(settings))[0][0])
+    # Recorded before any row, so that the rows of a refresh that dies before its commit
+    # can be found (by version and hours) and deleted.
+    _record(hook, settings, version, STARTED, kind, ranges, commits)
+    chunks = split_into_chunks(ranges, settings.marts.chunk_hours)
+    for number, chunk in enumerate(chunks, start=1):
+        params = {
+            **_database(settings),
+            "version": version,
+            "hour_ranges": json.dumps([list(pair) for pair in chunk]),
+            "lookback_hours": settings.marts.journey_lookback_hours,
+            "purchase_page_path": settings.marts.purchase_page_path,
+            "checkout_paths": json.dumps(list(settings.marts.checkout_paths)),
+        }
+        hook.run("fill_marts_events_stage", params)
+        for mart in MARTS:
+            hook.run(f"fill_{mart}", params)
+        _return_freed_memory()
+        log.info("Version %d: chunk %d of %d written (%d hours)", version, number, len(chunks), _hours(chunk))
     hook.run("drop_marts_events_stage", _database(settings))
+    _record(hook, settings, version, COMMITTED, kind, ranges, commits)
+    return version, len(chunks)
 
 
-def _apply(hook: ClickHouseHook, settings: Settings, changes: PendingChanges) -> None:
-    """Record ``changes`` in the watermark: the marts now reflect them."""
-    if changes.changes:
-        hook.run(
-            "insert_marts_applied_loads", {**_database(settings), "load_ids": json.dumps(changes.load_ids)}
-        )
+def _apply(hook: ClickHouseHook, settings: Settings, commits_table: str) -> None:
+    """Record the claimed commits in the watermark, then take them out of the queue."""
+    hook.run("insert_marts_applied_loads", {**_database(settings), "commits": commits_table})
+    hook.run("delete_marts_pending_commits", _database(settings))
+    hook.run("drop_marts_claimed_commits", _database(settings))
 
 
-def _result(mode: str, changes: PendingChanges, started: float) -> RefreshResult:
+def _versions(hook: ClickHouseHook, settings: Settings) -> list[Version]:
+    return [
+        Version(int(version), status, kind, tuple((start, end) for start, end in ranges))
+        for version, status, kind, ranges in hook.run("select_marts_versions", _database(settings))
+    ]
+
+
+def collect_garbage(hook: ClickHouseHook, settings: Settings, current: int) -> int | None:
+    """Delete the rows that no reader can see any more, then settle; return the settled version.
+
+    The versions committed before ``current`` and not settled yet hid older rows: those of
+    their hours (or, for a full rebuild, all older rows). Versions recorded as started but
+    never committed (a refresh that died) left invisible rows in their hours. All of them
+    are deleted, hours and versions given, then the newest such commit is settled: its row
+    in ``marts_versions`` tells the views that rows up to it are each the only version of
+    their hour, and the rows before it are deleted. Rows hidden by ``current`` itself wait
+    for the next refresh, so that a query that began under the previous commit still
+    finds what it saw.
+
+    Idempotent: a crash anywhere here leaves work that the next refresh does again.
+
+    :param hook: an open warehouse hook.
+    :param settings: the bundle's settings (database).
+    :param current: the version this refresh just committed.
+    :return: the version settled now, or None when there was nothing to settle.
+    """
+    versions = _versions(hook, settings)
+    settled = max((v.version for v in versions if v.status == SETTLED), default=0)
+    committed = {v.version: v for v in versions if v.status == COMMITTED}
+    to_settle = sorted(number for number in committed if settled < number < current)
+    leftovers = [
+        v for v in versions if v.status == STARTED and v.version not in committed and v.version < current
+    ]
+    hidden_before = max((number for number in to_settle if committed[number].kind == FULL), default=0)
+    rules = [
+        (start, end, 0, number)
+        for number in to_settle
+        if number > hidden_before
+        for start, end in committed[number].ranges
+    ]
+    rules += [(start, end, v.version, v.version + 1) for v in leftovers for start, end in v.ranges]
+    for mart in MARTS:
+        table = {**_database(settings), "table": f"{mart}_versions"}
+        if hidden_before:
+            hook.run("delete_mart_rows_before_version", {**table, "version": hidden_before})
+        if rules:
+            hook.run("delete_mart_hidden_rows", {**table, "rules": json.dumps(rules)})
+    if leftovers:
+        log.info("Deleted the rows of versions that never committed: %s", [v.version for v in leftovers])
+    if not to_settle:
+        return None
+    newest = committed[to_settle[-1]]
+    _record(hook, settings, newest.version, SETTLED, newest.kind, newest.ranges)
+    hook.run("delete_marts_versions", {**_database(settings), "settled": newest.version})
+    return newest.version
+
+
+def _result(mode: str, ranges: tuple[HourRange, ...], loads: int, version: int, chunks: int, started: float):
     return RefreshResult(
         mode=mode,
-        ranges=[list(pair) for pair in changes.ranges],
-        hours=_hours(changes.ranges),
-        loads_applied=len(changes.changes),
+        ranges=[list(pair) for pair in ranges],
+        hours=_hours(ranges),
+        loads_applied=loads,
+        version=version,
+        chunks=chunks,
         seconds=round(time.monotonic() - started, 3),
     )
 
 
+def _data_ranges(hook: ClickHouseHook, settings: Settings) -> tuple[HourRange, ...]:
+    """Every hour with an event, as merged ranges: the hours a full rebuild recomputes."""
+    spans = hook.run("select_marts_data_spans", _database(settings))
+    return merge_ranges((first, _format_hour(_parse_hour(last) + _HOUR)) for first, last in spans)
+
+
+def _full_rebuild(hook: ClickHouseHook, settings: Settings, started: float) -> RefreshResult:
+    hook.run("fill_marts_claimed_commits", _database(settings))
+    hook.run("fill_marts_window_hours_in_full", _database(settings))
+    commits = int(hook.run("select_marts_commit_count", _database(settings))[0][0])
+    ranges = _data_ranges(hook, settings)
+    version, chunks = _write_version(hook, settings, FULL, ranges, commits)
+    # Every commit of ingest_log enters the watermark; the queue loses only what this
+    # rebuild claimed, so commits that landed while it ran are applied again next time.
+    hook.run("insert_marts_applied_loads", {**_database(settings), "commits": "ingest_log"})
+    hook.run("delete_marts_pending_commits", _database(settings))
+    hook.run("drop_marts_claimed_commits", _database(settings))
+    collect_garbage(hook, settings, version)
+    result = _result(FULL, ranges, commits, version, chunks, started)
+    log.info(
+        "Rebuilt the marts in full as version %d: %d commits, %d hours with events in %d chunks, %.1f s",
+        version,
+        result.loads_applied,
+        result.hours,
+        chunks,
+        result.seconds,
+    )
+    return result
+
+
 def full_rebuild(hook: ClickHouseHook, settings: Settings) -> RefreshResult:
-    """Rebuild every mart from all raw data and record every commit as applied.
+    """Rebuild every mart from all raw data, in chunks, and record every commit as applied.
 
     :param hook: an open warehouse hook.
     :param settings: the bundle's settings.
     """
     started = time.monotonic()
     ensure_marts_schema(hook, settings)
-    every = _changes(hook, settings, only_pending=False)
-    _rebuild(hook, settings, (ALL_HOURS,))
-    _apply(hook, settings, every)
-    result = _result(FULL, every, started)
-    log.info(
-        "Rebuilt the marts in full: %d commits, %d hours with data, %.1f s",
-        result.loads_applied,
-        result.hours,
-        result.seconds,
-    )
-    return result
+    return _full_rebuild(hook, settings, started)
 
 
 def refresh(hook: ClickHouseHook, settings: Settings) -> RefreshResult:
     """Bring the marts up to date with every commit of ``ingest_log``.
 
-    An empty watermark means a full rebuild; otherwise only the hours the pending commits
-    touch are recomputed. Nothing pending: nothing is rewritten.
+    An empty watermark means a full rebuild; otherwise only the hours the queued commits
+    touch are recomputed. Nothing queued: nothing is rewritten.
 
     :param hook: an open warehouse hook.
     :param settings: the bundle's settings.
@@ -232,24 +449,30 @@ def refresh(hook: ClickHouseHook, settings: Settings) -> RefreshResult:
     ensure_marts_schema(hook, settings)
     if watermark_is_empty(hook, settings):
         log.info("The marts' watermark is empty: rebuilding in full")
-        return full_rebuild(hook, settings)
-    pending = pending_changes(hook, settings)
-    if pending.ranges:
-        _rebuild(hook, settings, pending.ranges)
-    _apply(hook, settings, pending)
-    result = _result(INCREMENTAL, pending, started)
+        return _full_rebuild(hook, settings, started)
+    hook.run("fill_marts_claimed_commits", _database(settings))
+    claimed = _changes(hook, settings, CLAIMED)
+    version = chunks = 0
+    if claimed.ranges:
+        hook.run("fill_marts_window_hours", _database(settings))
+        version, chunks = _write_version(hook, settings, INCREMENTAL, claimed.ranges, len(claimed.changes))
+    _apply(hook, settings, CLAIMED)
+    if version:
+        collect_garbage(hook, settings, version)
+    result = _result(INCREMENTAL, claimed.ranges, len(claimed.changes), version, chunks, started)
     log.info(
-        "Refreshed the marts: %d commits applied, %d hours recomputed in %s, %.1f s",
+        "Refreshed the marts: %d commits applied, %d hours recomputed in %s as version %d, %.1f s",
         result.loads_applied,
         result.hours,
         result.ranges,
+        version,
         result.seconds,
     )
     return result
 
 
 def table_checksums(hook: ClickHouseHook, settings: Settings) -> dict[str, str]:
-    """Return ``{mart: "rows:hash"}``, equal for marts with equal content in any order.
+    """Return ``{mart: "rows:hash"}`` of what readers see, equal for equal content in any order.
 
     :param hook: an open warehouse hook.
     :param settings: the bundle's settings (database).
