@@ -18,16 +18,14 @@ live DAG missed.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pendulum
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from clickstream import catchup, loading
-from clickstream.alerts import notify_task_failure
 from clickstream.assets import CATCHUP_BACKLOG, RAW_WINDOWS
 from clickstream.config import get_settings
+from clickstream.policy import task_defaults
 
 settings = get_settings()
 
@@ -52,14 +50,9 @@ settings = get_settings()
             description="End of that range (exclusive), e.g. 2024-04-12T00:00:00Z.",
         ),
     },
-    default_args={
-        "owner": "data-platform",
-        "retries": settings.ingest.retries,
-        "retry_delay": timedelta(seconds=settings.ingest.retry_delay_seconds),
-        "on_failure_callback": notify_task_failure,
-        "weight_rule": "absolute",
-        "priority_weight": settings.priorities.catchup,
-    },
+    default_args=task_defaults(
+        settings.ingest.retries, settings.ingest.retry_delay_seconds, settings.priorities.catchup
+    ),
     tags=["clickstream", "ingest"],
     doc_md=__doc__,
 )

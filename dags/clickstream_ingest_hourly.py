@@ -17,15 +17,15 @@ Loads the newest hour's object of every source table from the bucket into ClickH
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Param, PokeReturnValue, dag, task
 
 from clickstream import loading
-from clickstream.alerts import notify_task_failure
 from clickstream.assets import RAW_WINDOWS
 from clickstream.config import get_settings
+from clickstream.policy import task_defaults
 
 settings = get_settings()
 horizon_seconds = settings.source.lateness_horizon_seconds
@@ -46,14 +46,9 @@ poke_seconds = settings.source.poke_interval_seconds
             description="Hour to load in a manual run, e.g. 2024-04-10T23:00:00Z. Scheduled runs load their interval.",
         )
     },
-    default_args={
-        "owner": "data-platform",
-        "retries": settings.ingest.retries,
-        "retry_delay": timedelta(seconds=settings.ingest.retry_delay_seconds),
-        "on_failure_callback": notify_task_failure,
-        "weight_rule": "absolute",
-        "priority_weight": settings.priorities.live,
-    },
+    default_args=task_defaults(
+        settings.ingest.retries, settings.ingest.retry_delay_seconds, settings.priorities.live
+    ),
     tags=["clickstream", "ingest"],
     doc_md=__doc__,
 )

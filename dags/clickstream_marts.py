@@ -14,15 +14,13 @@ Refreshes the purchase marts whenever the ingest DAG commits a window (`clickstr
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pendulum
 from airflow.sdk import Metadata, dag, task
 
 from clickstream import marts
-from clickstream.alerts import notify_task_failure
 from clickstream.assets import PURCHASE_MARTS, RAW_WINDOWS
 from clickstream.config import get_settings
+from clickstream.policy import task_defaults
 
 settings = get_settings()
 
@@ -33,16 +31,11 @@ settings = get_settings()
     start_date=pendulum.instance(settings.start_date),
     catchup=False,
     max_active_runs=1,
-    default_args={
-        "owner": "data-platform",
-        "retries": settings.marts.retries,
-        "retry_delay": timedelta(seconds=settings.marts.retry_delay_seconds),
-        "on_failure_callback": notify_task_failure,
-        # Ahead of catch-up batches in the shared warehouse pool, so the marts keep up while
-        # history loads.
-        "weight_rule": "absolute",
-        "priority_weight": settings.priorities.marts,
-    },
+    # Ahead of catch-up batches in the shared warehouse pool, so the marts keep up while
+    # history loads.
+    default_args=task_defaults(
+        settings.marts.retries, settings.marts.retry_delay_seconds, settings.priorities.marts
+    ),
     tags=["clickstream", "marts"],
     doc_md=__doc__,
 )

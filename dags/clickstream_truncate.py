@@ -20,8 +20,8 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from clickstream import truncate
-from clickstream.alerts import notify_task_failure
 from clickstream.config import get_settings
+from clickstream.policy import task_defaults
 
 settings = get_settings()
 
@@ -46,7 +46,7 @@ settings = get_settings()
         ),
         "dry_run": Param(False, type="boolean", description="Only report what would be emptied."),
     },
-    default_args={"owner": "data-platform", "retries": 0, "on_failure_callback": notify_task_failure},
+    default_args=task_defaults(retries=0),
     tags=["clickstream", "maintenance"],
     doc_md=__doc__,
 )
