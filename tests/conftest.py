@@ -126,3 +126,33 @@ def clickhouse_server(tmp_path, s3_connection, monkeypatch):
     with FakeClickHouse(tmp_path / "server-chdb", user="loader", password="server-password") as server:
         monkeypatch.setenv("AIRFLOW_CONN_CLICKHOUSE_DEFAULT", local_stack.server_connection_uri(server.port))
         yield server
+
+
+@pytest.fixture
+def settings(bucket, s3_connection):
+    """The default settings, reading from this test's bucket."""
+    from dataclasses import replace
+
+    from clickstream.config import get_settings
+
+    base = get_settings()
+    return replace(base, source=replace(base.source, bucket=bucket))
+
+
+@pytest.fixture
+def warehouse(chdb_path, settings):
+    """An open hook on a fresh embedded warehouse with the raw layer created."""
+    from clickstream.loading import ensure_schema
+    from clickstream.warehouse import ClickHouseHook
+
+    with ClickHouseHook() as hook:
+        ensure_schema(hook, settings)
+        yield hook
+
+
+@pytest.fixture
+def loader(warehouse, settings):
+    """A WindowLoader from this test's bucket into its warehouse."""
+    from clickstream.loading import WindowLoader, source_bucket
+
+    return WindowLoader(warehouse, source_bucket(settings), settings)

@@ -42,18 +42,6 @@ def settings(bucket, s3_connection):
     return replace(base, start_date=START, source=replace(base.source, bucket=bucket))
 
 
-@pytest.fixture
-def warehouse(chdb_path, settings):
-    with ClickHouseHook() as hook:
-        ensure_schema(hook, settings)
-        yield hook
-
-
-@pytest.fixture
-def loader(warehouse, settings):
-    return WindowLoader(warehouse, source_bucket(settings), settings)
-
-
 def log_rows(hook) -> list[tuple[str, str, str]]:
     """(table, window_start, status) of every ingest_log row, oldest window first."""
     rows = hook.backend.execute(

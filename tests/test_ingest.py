@@ -28,14 +28,12 @@ from clickstream.loading import (
     LoadDeadlineExceeded,
     WindowError,
     WindowLoader,
-    ensure_schema,
     parse_window_start,
     resolve_window,
     source_bucket,
     sweep_orphaned_loads,
 )
 from clickstream.source import SourceFormatError, SourceObjectMissing
-from clickstream.warehouse import ClickHouseHook
 
 HOUR = datetime(2024, 4, 10, 23, tzinfo=UTC)
 NEXT_HOUR = HOUR + timedelta(hours=1)
@@ -57,24 +55,6 @@ def browser_line(n: int, timestamp: str = "2024-04-10 23:10:00.123456", **overri
 
 def browser_lines(count: int, start: int = 0) -> list[str]:
     return [browser_line(n) for n in range(start, start + count)]
-
-
-@pytest.fixture
-def settings(bucket, s3_connection):
-    base = get_settings()
-    return replace(base, source=replace(base.source, bucket=bucket))
-
-
-@pytest.fixture
-def warehouse(chdb_path, settings):
-    with ClickHouseHook() as hook:
-        ensure_schema(hook, settings)
-        yield hook
-
-
-@pytest.fixture
-def loader(warehouse, settings):
-    return WindowLoader(warehouse, source_bucket(settings), settings)
 
 
 def checksums(hook, table: str) -> dict[str, tuple[int, str]]:

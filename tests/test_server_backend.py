@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import json
 import zipfile
-from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from uuid import UUID
@@ -24,7 +23,6 @@ from source_objects import put_object, zip_bytes
 from test_ingest import HOUR, browser_line, browser_lines, checksums
 
 from clickstream import marts, sql
-from clickstream.config import get_settings
 from clickstream.loading import WindowLoader, ensure_schema, source_bucket
 from clickstream.source import SourceFormatError, SourceObjectMissing, member_name, object_key
 from clickstream.warehouse import ClickHouseHook, ConnectionConfigError, client_options, parse_bool
@@ -37,12 +35,6 @@ def put_for_server(s3_client, bucket: str, window_start: datetime, table: str, l
     sidecar = member_sidecar_key(key, member_name(table))
     s3_client.put_object(Bucket=bucket, Key=sidecar, Body=gzip.compress(body.encode()))
     return key
-
-
-@pytest.fixture
-def settings(bucket, s3_connection):
-    base = get_settings()
-    return replace(base, source=replace(base.source, bucket=bucket))
 
 
 @pytest.fixture
