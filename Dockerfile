@@ -33,8 +33,9 @@ COPY --chown=airflow:0 plugins/ /opt/airflow/plugins/
 COPY --chown=airflow:0 include/ /opt/airflow/include/
 COPY --chown=airflow:0 config/ /opt/airflow/config/
 
-# clickstream.config finds config/ and include/ next to plugins/; CLICKSTREAM_CONFIG makes the
-# file explicit, and PYTHONPATH lets plain `python -m clickstream.<tool>` commands (the data
-# generator) import the package outside Airflow's own plugin loading.
+# Only what a deployment runs: scripts/ (demo, benchmarks, the synthetic source) and tests/ stay
+# out of the image. clickstream.config finds config/ and include/ next to plugins/;
+# CLICKSTREAM_CONFIG makes the file explicit, and PYTHONPATH lets a plain `python` outside
+# Airflow's own plugin loading (the compose seed, an operator's shell) import the package.
 ENV CLICKSTREAM_CONFIG=/opt/airflow/config/clickstream.toml \
     PYTHONPATH=/opt/airflow/plugins

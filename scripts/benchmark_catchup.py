@@ -185,7 +185,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=int, default=1800, help="give up after this many seconds")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    for noisy in ("clickstream.generator", "airflow", "botocore", "clickstream.marts"):
+    for noisy in ("synthetic_clickstream", "airflow", "botocore", "clickstream.marts"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     shutil.rmtree(HOME, ignore_errors=True)
@@ -224,8 +224,7 @@ def run_first_start(args, endpoint: str, telegram, now: datetime):
     settings = get_settings()
 
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-    from clickstream.generator import upload_hours
+    from synthetic_clickstream import upload_hours
 
     client = S3Hook(aws_conn_id=settings.source.conn_id).get_conn()
     client.create_bucket(Bucket=bucket)

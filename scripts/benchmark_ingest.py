@@ -12,7 +12,7 @@ Measured for one generated hour of 1,000,000 events (four tables, ~1.2 GB of JSO
 * the server path: the worker's CPU time (user + system of its process) for loading the
   large hour through the server backend, i.e. clickhouse-driver over a socket to a ClickHouse
   server that reads the objects from the bucket itself. The server is the fake of
-  ``scripts/fake_clickhouse.py`` in its own process (none can run here), so its work is not
+  ``tests/fake_clickhouse.py`` in its own process (none can run here), so its work is not
   the worker's; printed per 1M rows as ``server_path_worker_cpu_s_per_1m``.
 
 Each measurement runs in its own process so that its peak RSS is its own.
@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import local_stack
 
@@ -107,6 +108,7 @@ def measure_engine(files_dir: str) -> dict:
                     "path": str(next(Path(files_dir).glob(f"{table.name}.jsonl*"))),
                     "structure": ", ".join(f"{c.name} {c.type}" for c in table.columns),
                 },
+                local_stack.SCRIPTS_SQL_DIR,
             )
         seconds = time.perf_counter() - started
         rows = sum(
@@ -149,6 +151,7 @@ def measure_seed_style(window: str) -> dict:
                         "rows": "\n".join(json.dumps(record) for record in batch),
                         "structure": ", ".join(f"{c.name} {c.type}" for c in table.columns),
                     },
+                    local_stack.SCRIPTS_SQL_DIR,
                 )
             rows += len(records)
         seconds = time.perf_counter() - started
@@ -191,8 +194,9 @@ def run_child(kind: str, argument: str, chdb_path: Path, connection: str | None 
 
 
 def generate(hour: datetime, events: int, workdir: Path, s3_client) -> float:
+    from synthetic_clickstream import write_hour_archives
+
     from clickstream.config import get_settings
-    from clickstream.generator import write_hour_archives
     from clickstream.source import object_key
 
     started = time.perf_counter()
@@ -228,7 +232,7 @@ def fake_server(chdb_path: Path) -> Iterator[int]:
         "AWS_EC2_METADATA_DISABLED": "true",
     }
     process = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("fake_clickhouse.py")), "--chdb-path", str(chdb_path),
+        [sys.executable, str(local_stack.FAKE_CLICKHOUSE_SCRIPT), "--chdb-path", str(chdb_path),
          "--password", "server-password"],
         env=env, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip

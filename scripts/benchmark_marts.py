@@ -9,7 +9,7 @@ fresh process of its own (so that each peak RSS is that step's alone):
 
 1. Synthetic history, written with SQL: ``--events-per-hour`` events in every hour of the
    history. To write a year in minutes it bypasses S3 and the loader:
-   ``include/sql/benchmark_history_<table>.sql`` fills each ``<table>_loads`` table from
+   ``scripts/sql/benchmark_history_<table>.sql`` fills each ``<table>_loads`` table from
    ``numbers()`` (30 days per statement), and ``benchmark_history_commits.sql`` writes one
    commit row per table and window into ``ingest_log``, with the real row counts and
    min/max event times. The rows look like the source: deterministic UUIDs, 8 events per
@@ -20,7 +20,7 @@ fresh process of its own (so that each peak RSS is that step's alone):
 3. One-hour refreshes, once every history is rebuilt and the background merges have
    finished (as they have between two hourly runs), in one process where the histories
    take turns hour by hour, so that whatever else runs on the machine weighs on all of them
-   alike: the project's generator (``clickstream.generator.upload_hours``, the same seed
+   alike: the project's generator (``synthetic_clickstream.upload_hours``, the same seed
    for every history) uploads the hour's ZIP objects in the real layout, including the late
    tail of the hour before; ``WindowLoader`` loads the four tables; a timed ``refresh``
    follows. ``--new-hours`` hours; the median is reported.
@@ -96,7 +96,7 @@ def write_history(days: int, per_hour: int) -> dict:
                 "events_per_click": EVENTS_PER_CLICK,
             }
             for table in settings.tables:
-                hook.run(f"benchmark_history_{table.name}", history)
+                hook.run(f"benchmark_history_{table.name}", history, local_stack.SCRIPTS_SQL_DIR)
         for table in settings.tables:
             hook.run(
                 "benchmark_history_commits",
@@ -107,6 +107,7 @@ def write_history(days: int, per_hour: int) -> dict:
                     "has_event_time": int(table.event_time_column is not None),
                     "time_column": table.event_time_column or "loaded_at",
                 },
+                local_stack.SCRIPTS_SQL_DIR,
             )
     return {"seconds": time.perf_counter() - started}
 
@@ -148,8 +149,8 @@ def one_hour_refreshes(per_hour: int, new_hours: int, *history_days: int) -> dic
     weighs on all of them alike.
     """
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from synthetic_clickstream import upload_hours
 
-    from clickstream.generator import upload_hours
     from clickstream.loading import WindowLoader, source_bucket
     from clickstream.marts import INCREMENTAL, refresh
     from clickstream.warehouse import ClickHouseHook

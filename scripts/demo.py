@@ -136,8 +136,7 @@ def airflow_command(*args: str, env: dict[str, str]) -> int:
 def generate_source(settings, hours: int, events_per_hour: int, seed: int) -> int:
     """Write the generated hours into the bucket; return the number of objects."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-    from clickstream.generator import upload_hours
+    from synthetic_clickstream import upload_hours
 
     client = S3Hook(aws_conn_id=settings.source.conn_id).get_conn()
     client.create_bucket(Bucket=settings.source.bucket)

@@ -17,6 +17,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# SQL that only the benchmarks run, kept out of the production include/sql.
+SCRIPTS_SQL_DIR = PROJECT_ROOT / "scripts" / "sql"
+# The native-protocol stand-in for a ClickHouse server: a test double, kept with the tests.
+FAKE_CLICKHOUSE_SCRIPT = PROJECT_ROOT / "tests" / "fake_clickhouse.py"
 
 
 def free_port() -> int:

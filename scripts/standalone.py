@@ -84,9 +84,9 @@ def prepare(env: dict[str, str], hours: int, events_per_hour: int) -> None:
     """
     os.environ.update(env)
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from synthetic_clickstream import upload_hours
 
     from clickstream.config import get_settings
-    from clickstream.generator import upload_hours
 
     settings = get_settings()
     client = S3Hook(aws_conn_id=settings.source.conn_id).get_conn()

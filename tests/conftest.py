@@ -113,7 +113,7 @@ def project_config(tmp_path, monkeypatch):
 @pytest.fixture
 def clickhouse_server(tmp_path, s3_connection, monkeypatch):
     """Point ``clickhouse_default`` at a ClickHouse server on loopback (the fake of
-    ``scripts/fake_clickhouse.py``: the native protocol in front of chdb) and return it.
+    ``tests/fake_clickhouse.py``: the native protocol in front of chdb) and return it.
 
     The engine behind it reads the bucket with the credentials of this process's environment,
     the way a server uses its own: the local S3 server's dummy keys, never sent by a client.

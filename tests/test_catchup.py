@@ -12,10 +12,10 @@ from types import SimpleNamespace
 
 import pytest
 from source_objects import put_object, put_table
+from synthetic_clickstream import upload_hours
 
 from clickstream import catchup
 from clickstream.config import get_settings
-from clickstream.generator import upload_hours
 from clickstream.loading import (
     SourceObjectLate,
     WarehouseRejectedObject,

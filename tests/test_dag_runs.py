@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from airflow.dag_processing.dagbag import DagBag
 from source_objects import put_object
+from synthetic_clickstream import upload_hours
 
 from clickstream.config import PROJECT_ROOT, get_settings
-from clickstream.generator import upload_hours
 from clickstream.source import object_key
 from clickstream.warehouse import ClickHouseHook
 

@@ -556,7 +556,7 @@ def test_telegram_connection_is_complete(service):
 
 
 def test_seed_fills_the_configured_bucket_from_start_date():
-    seeds = [name for name, spec in services().items() if "clickstream.generator" in command_words(spec)]
+    seeds = [name for name, spec in services().items() if "/opt/airflow/scripts/synthetic_clickstream.py" in command_words(spec)]
     assert len(seeds) == 1, f"expected one service running the generator, found {seeds}"
     words = command_words(services()[seeds[0]])
     options = dict(pairwise(words))
@@ -564,6 +564,8 @@ def test_seed_fills_the_configured_bucket_from_start_date():
     assert options.get("--bucket") == settings()["source"]["bucket"]
     assert options.get("--start") == settings()["start_date"]
     assert "--create-bucket" in words
+    mounts = {volume.split(":")[1] for volume in services()[seeds[0]]["volumes"]}
+    assert "/opt/airflow/scripts" in mounts, "the generator is not in the image; the seed mounts scripts/"
 
 
 # --- Dockerfile ------------------------------------------------------------------------------

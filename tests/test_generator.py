@@ -15,9 +15,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
-
-from clickstream.config import Column, get_settings
-from clickstream.generator import (
+from synthetic_clickstream import (
     BROWSERS,
     OPERATING_SYSTEMS,
     UTM_SOURCES,
@@ -27,6 +25,8 @@ from clickstream.generator import (
     upload_hours,
     write_hour_archives,
 )
+
+from clickstream.config import Column, get_settings
 from clickstream.records import RecordReader
 from clickstream.source import member_name, object_key
 

@@ -1,7 +1,7 @@
 """The input contract (README, "The input contract"): one test per rule, on both backends.
 
 Each case loads one line through the product's loader: on the embedded engine, and through
-the real driver on the server backend (the fake server of ``scripts/fake_clickhouse.py``,
+the real driver on the server backend (the fake server of ``tests/fake_clickhouse.py``,
 the same 25.8 engine behind the native protocol). Either the engine stores the value the
 rule says, and the reference reader reads the same value; or the engine rejects the line and
 the reference reader names it and the key.

@@ -1,6 +1,6 @@
 """The server backend through the real clickhouse-driver, over a socket, to a ClickHouse server.
 
-No ClickHouse server runs here: the server is ``scripts/fake_clickhouse.py``, the native
+No ClickHouse server runs here: the server is ``tests/fake_clickhouse.py``, the native
 protocol in front of the embedded 25.8 engine. The driver, its parameters, reconnects,
 compression and typed results are real; what the fake stands in for (reading a ZIP member,
 which chdb cannot) is said in its docstring.
@@ -91,7 +91,7 @@ def test_a_missing_object_is_known_before_the_server_is_asked(
 def test_marts_refresh_runs_on_the_server_with_typed_results(
     s3_client, bucket, settings, server_hook, tmp_path
 ):
-    from clickstream.generator import write_hour_archives
+    from synthetic_clickstream import write_hour_archives
 
     loader = WindowLoader(server_hook, source_bucket(settings), settings)
     for table, archive in write_hour_archives(HOUR, 200, 5, tmp_path).items():

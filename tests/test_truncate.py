@@ -14,10 +14,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from airflow.dag_processing.dagbag import DagBag
 from airflow.sdk.exceptions import ParamValidationError
+from synthetic_clickstream import upload_hours
 
 from clickstream import truncate
 from clickstream.config import PROJECT_ROOT, get_settings
-from clickstream.generator import upload_hours
 from clickstream.loading import WindowLoader, source_bucket
 from clickstream.marts import FULL, MARTS, ensure_marts_schema, refresh, table_checksums, watermark_is_empty
 from clickstream.warehouse import ClickHouseHook

@@ -7,14 +7,18 @@ parameters (``{name:Type}``, ``{name:Identifier}`` for names) bound by the wareh
 from __future__ import annotations
 
 from functools import cache
+from pathlib import Path
 
 from clickstream.config import SQL_DIR
 
 
 @cache
-def statements(name: str) -> tuple[str, ...]:
-    """Return the statements of ``include/sql/<name>.sql``, split on a ``;`` that ends a line."""
-    path = SQL_DIR / f"{name}.sql"
+def statements(name: str, directory: Path = SQL_DIR) -> tuple[str, ...]:
+    """Return the statements of ``<directory>/<name>.sql``, split on a ``;`` that ends a line.
+
+    :param directory: ``include/sql`` unless a script runs SQL of its own (the benchmarks').
+    """
+    path = directory / f"{name}.sql"
     if not path.is_file():
         raise FileNotFoundError(f"SQL file {path} does not exist")
     text = "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("--"))

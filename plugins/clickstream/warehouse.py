@@ -35,7 +35,7 @@ from typing import Any
 from airflow.sdk import BaseHook
 
 from clickstream import records, sql
-from clickstream.config import SourceTable
+from clickstream.config import SQL_DIR, SourceTable
 from clickstream.source import FetchedObject, SourceBucket
 
 log = logging.getLogger(__name__)
@@ -398,10 +398,10 @@ class ClickHouseHook(BaseHook):
     def get_conn(self) -> _EmbeddedBackend | _ServerBackend:
         return self.backend
 
-    def run(self, name: str, params: Params | None = None) -> list[list]:
-        """Run every statement of ``include/sql/<name>.sql``; return the last one's rows."""
+    def run(self, name: str, params: Params | None = None, sql_dir: Path = SQL_DIR) -> list[list]:
+        """Run every statement of ``<sql_dir>/<name>.sql``; return the last one's rows."""
         rows: list[list] = []
-        for statement in sql.statements(name):
+        for statement in sql.statements(name, sql_dir):
             rows = self.backend.execute(statement, params or {})
         return rows
 

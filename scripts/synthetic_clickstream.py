@@ -39,7 +39,7 @@ streamed into the archives.
 
 Command line (uploads through the Airflow connection, e.g. ``AIRFLOW_CONN_CLICKSTREAM_S3``)::
 
-    python -m clickstream.generator --conn-id clickstream_s3 --bucket clickstream \\
+    python scripts/synthetic_clickstream.py --conn-id clickstream_s3 --bucket clickstream \\
         --start 2024-04-10T23:00:00+00:00 --hours 3 --events-per-hour 1000 --seed 7
 """
 
@@ -51,6 +51,7 @@ import json
 import logging
 import math
 import random
+import sys
 import tempfile
 import threading
 import zipfile
@@ -65,6 +66,9 @@ from json.encoder import encode_basestring_ascii as encode_string
 from pathlib import Path
 from queue import Queue
 from typing import TYPE_CHECKING, NamedTuple
+
+# Run as a script (the compose stack's seed service) the package is not on the path yet.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
 
 from clickstream.config import SourceTable, get_settings, utc_hour
 from clickstream.source import member_name, object_key
@@ -814,7 +818,7 @@ def _parse_hour(text: str) -> datetime:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line: generate hours and upload them through an Airflow connection."""
     parser = argparse.ArgumentParser(
-        prog="python -m clickstream.generator",
+        prog="python scripts/synthetic_clickstream.py",
         description="Upload deterministic synthetic clickstream hours in the source bucket layout.",
     )
     parser.add_argument("--conn-id", help="Airflow AWS connection id (default: source.conn_id of the config)")

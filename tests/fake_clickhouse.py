@@ -16,7 +16,7 @@ What it does not do like a server:
   its own; the clients never send any.
 * One chdb session serves every connection, one query at a time.
 
-Run alone (for the benchmark): ``python scripts/fake_clickhouse.py --port P --chdb-path DIR``.
+Run alone (for the benchmark): ``python tests/fake_clickhouse.py --port P --chdb-path DIR``.
 """
 
 from __future__ import annotations
