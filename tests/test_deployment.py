@@ -556,7 +556,11 @@ def test_telegram_connection_is_complete(service):
 
 
 def test_seed_fills_the_configured_bucket_from_start_date():
-    seeds = [name for name, spec in services().items() if "/opt/airflow/scripts/synthetic_clickstream.py" in command_words(spec)]
+    seeds = [
+        name
+        for name, spec in services().items()
+        if "/opt/airflow/scripts/synthetic_clickstream.py" in command_words(spec)
+    ]
     assert len(seeds) == 1, f"expected one service running the generator, found {seeds}"
     words = command_words(services()[seeds[0]])
     options = dict(pairwise(words))
