@@ -17,12 +17,10 @@ Loads the newest hour's object of every source table from the bucket into ClickH
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Param, PokeReturnValue, dag, task
 
-from clickstream import loading
+from clickstream import clock, loading
 from clickstream.assets import RAW_WINDOWS
 from clickstream.config import get_settings
 from clickstream.policy import task_defaults
@@ -61,7 +59,7 @@ def clickstream_ingest_hourly():
     # timeout only backs it up, so a sensor that times out is a fault worth an alert.
     @task.sensor(poke_interval=poke_seconds, timeout=horizon_seconds + 3 * poke_seconds, mode="reschedule")
     def wait_for_objects(window_start: str) -> PokeReturnValue:
-        ready = loading.window_ready(settings, loading.parse_window_start(window_start), datetime.now(UTC))
+        ready = loading.window_ready(settings, loading.parse_window_start(window_start), clock.now())
         return PokeReturnValue(is_done=ready)
 
     @task(pool=settings.warehouse.pool, outlets=[RAW_WINDOWS])

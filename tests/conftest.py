@@ -12,6 +12,7 @@ import re
 import sys
 import tempfile
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,33 @@ def sample_dir():
         # independently published counts.
         pytest.skip(f"real sample not present at {SAMPLE_DIR} (it lives in shared/, outside the project)")
     return SAMPLE_DIR
+
+
+class FrozenClock:
+    """The bundle's clock (``clickstream.clock.now``) held at one instant until a test moves it."""
+
+    def __init__(self, at: datetime):
+        self.at = at
+
+    def __call__(self) -> datetime:
+        return self.at
+
+    def advance(self, delta: timedelta) -> None:
+        self.at += delta
+
+
+@pytest.fixture
+def frozen_clock(monkeypatch):
+    """Freeze the bundle's clock at a fixed half past the hour, for the test and the code it runs.
+
+    ``dag.test()`` runs tasks in this process, so the DAGs' tasks read the same clock: a test
+    never races the wall clock across an hour boundary.
+    """
+    from clickstream import clock
+
+    frozen = FrozenClock(datetime(2026, 3, 1, 12, 30, tzinfo=UTC))
+    monkeypatch.setattr(clock, "now", frozen)
+    return frozen
 
 
 @pytest.fixture(scope="session")

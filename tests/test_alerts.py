@@ -13,7 +13,6 @@ import json
 import logging
 import re
 import textwrap
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -305,12 +304,9 @@ def test_notifier_alerts_after_the_last_try_without_an_exception(telegram_server
 
 def test_error_reply_is_one_warning_and_one_attempt(telegram_server, caplog, capfd):
     telegram_server.error_reply = (400, "Bad Request: chat not found")
-    started = time.monotonic()
-
     assert send_telegram_message("hello") is False
 
-    assert time.monotonic() - started < 1.0  # no tenacity retries with 1 s waits
-    assert len(telegram_server.requests) == 1
+    assert len(telegram_server.requests) == 1, "a permanent error is not retried"
     [warning] = alert_warnings(caplog)
     assert "Chat not found" in warning.getMessage()
     assert_no_token(telegram_server.token, caplog, capfd)

@@ -197,9 +197,9 @@ def test_marts_dag_brings_the_marts_to_a_full_rebuild_of_what_ingest_loaded(stac
 # --- the catch-up DAG -----------------------------------------------------------------------
 
 
-def history_stack(project_config, bucket: str, hours: int, **overrides: str):
-    """Settings whose history (start_date up to the lateness horizon) is about ``hours`` long."""
-    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+def history_stack(project_config, bucket: str, clock, hours: int, **overrides: str):
+    """Settings whose history (start_date up to the lateness horizon, by the frozen clock) is ``hours`` long."""
+    now = clock().replace(minute=0, second=0, microsecond=0)
     horizon = timedelta(seconds=get_settings().source.lateness_horizon_seconds)
     start = now - horizon - timedelta(hours=hours)
     project_config(start_date=f'"{start.isoformat()}"', source__bucket=f'"{bucket}"', **overrides)
@@ -217,9 +217,9 @@ def logged_windows(status: str) -> dict[str, set[str]]:
 
 
 def test_catch_up_over_a_hundred_absent_hours_alerts_once_and_logs_every_hour(
-    airflow_db, bucket, chdb_path, project_config, telegram_server
+    airflow_db, bucket, chdb_path, project_config, telegram_server, frozen_clock
 ):
-    settings = history_stack(project_config, bucket, hours=100)
+    settings = history_stack(project_config, bucket, frozen_clock, hours=100)
 
     dag_run = run_dag("clickstream_ingest_catchup")
 
@@ -239,9 +239,9 @@ def test_catch_up_over_a_hundred_absent_hours_alerts_once_and_logs_every_hour(
 
 
 def test_a_catch_up_batch_that_leaves_history_schedules_the_next_one(
-    airflow_db, bucket, chdb_path, project_config, s3_client, telegram_server
+    airflow_db, bucket, chdb_path, project_config, s3_client, telegram_server, frozen_clock
 ):
-    settings = history_stack(project_config, bucket, hours=40, catchup__batch_seconds="1")
+    settings = history_stack(project_config, bucket, frozen_clock, hours=40, catchup__batch_seconds="1")
     upload_hours(s3_client, bucket, settings.start_date, 40, events_per_hour=200, seed=12)
     backlog_events = len(asset_events("clickstream/catchup-backlog"))
 
@@ -266,9 +266,9 @@ def committed_loads() -> dict[tuple[str, str], str]:
 
 
 def test_hours_loaded_in_bulk_are_reprocessed_one_by_one_or_as_a_range(
-    airflow_db, bucket, chdb_path, project_config, s3_client
+    airflow_db, bucket, chdb_path, project_config, s3_client, frozen_clock
 ):
-    settings = history_stack(project_config, bucket, hours=6)
+    settings = history_stack(project_config, bucket, frozen_clock, hours=6)
     upload_hours(s3_client, bucket, settings.start_date, 6, events_per_hour=100, seed=13)
     assert run_dag("clickstream_ingest_catchup").state == "success"
     before = committed_loads()

@@ -104,14 +104,18 @@ def test_tasks_that_open_the_warehouse_share_its_pool(dag_bag):
     assert in_pool == WAREHOUSE_TASKS
 
 
-def test_live_ingest_runs_the_newest_complete_hour_only(dag_bag):
+def test_live_ingest_runs_the_newest_complete_hour_only(dag_bag, monkeypatch):
+    import airflow.timetables.interval
+
+    # The scheduler's own clock, held at one instant: no hour can roll over inside the test.
+    now = datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
+    monkeypatch.setattr(airflow.timetables.interval, "utcnow", lambda: now)
     dag = dag_bag.dags["clickstream_ingest_hourly"]
     assert dag.catchup is False, "history belongs to the catch-up DAG"
     timetable = coerce_to_core_timetable(dag.timetable)
     restriction = TimeRestriction(earliest=dag.start_date, latest=None, catchup=False)
     info = timetable.next_dagrun_info(last_automated_data_interval=None, restriction=restriction)
-    now = datetime.now(UTC)
-    newest_end = now.replace(minute=0, second=0, microsecond=0)
+    newest_end = datetime(2026, 3, 1, 12, tzinfo=UTC)
     assert info.data_interval.end == newest_end
     assert info.data_interval.end - info.data_interval.start == timedelta(hours=1)
     following = timetable.next_dagrun_info(

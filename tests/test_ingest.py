@@ -6,7 +6,6 @@ import gzip
 import io
 import json
 import re
-import time
 import zipfile
 import zlib
 from dataclasses import replace
@@ -23,6 +22,7 @@ from source_objects import (
     zip_bytes,
 )
 
+from clickstream import loading
 from clickstream.config import get_settings
 from clickstream.loading import (
     LoadDeadlineExceeded,
@@ -477,18 +477,34 @@ def test_a_sweep_never_touches_a_load_in_flight(s3_client, bucket, warehouse, se
     assert staged_loads(warehouse) == {result.load_id: 25}, "the superseded load is deleted after the commit"
 
 
-def test_a_load_past_its_deadline_does_not_commit(s3_client, bucket, warehouse, settings):
-    short = replace(settings, ingest=replace(settings.ingest, load_deadline_seconds=1))
+class _MonotonicClock:
+    """A monotonic clock that moves only when the test says: a load's elapsed time, set exactly."""
+
+    def __init__(self):
+        self.seconds = 1000.0
+
+    def monotonic(self) -> float:
+        return self.seconds
+
+
+def test_a_load_past_its_deadline_does_not_commit(s3_client, bucket, warehouse, settings, monkeypatch):
+    short = replace(settings, ingest=replace(settings.ingest, load_deadline_seconds=60))
     table = short.table("browser_events")
     put_table(s3_client, bucket, HOUR, "browser_events", browser_lines(40))
-    WindowLoader(warehouse, source_bucket(short), short).load(table, HOUR)
+    WindowLoader(warehouse, source_bucket(settings), settings).load(table, HOUR)
     before = checksums(warehouse, "browser_events")
     key = put_table(s3_client, bucket, HOUR, "browser_events", browser_lines(25, start=300))
-    slow = _InterleavingHook(warehouse, lambda: time.sleep(1.2))
+    clock = _MonotonicClock()
+    monkeypatch.setattr(loading, "time", clock)
+
+    def stage_takes_longer_than_the_deadline():
+        clock.seconds += 60.5
+
+    slow = _InterleavingHook(warehouse, stage_takes_longer_than_the_deadline)
 
     with pytest.raises(
         LoadDeadlineExceeded,
-        match=rf"s3://{bucket}/{key}: the load took \d+\.\d s, longer than ingest.load_deadline_seconds \(1\)",
+        match=rf"s3://{bucket}/{key}: the load took 60\.5 s, longer than ingest.load_deadline_seconds \(60\)",
     ):
         WindowLoader(slow, source_bucket(short), short).load(table, HOUR)
 

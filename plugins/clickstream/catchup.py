@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 
+from clickstream import clock
 from clickstream.config import Settings, SourceTable
 from clickstream.loading import (
     WINDOW,
@@ -89,7 +90,7 @@ def catch_up(
     it reloads every table of every window in ``[reload_from, reload_to)``, whatever their
     state, with no time limit: an operator's way to reprocess a range loaded in bulk.
     """
-    now = datetime.now(UTC)
+    now = clock.now()
     with ClickHouseHook(settings.warehouse.conn_id) as hook:
         ensure_schema(hook, settings)
         # Once per batch: staged rows of killed and failed loads anywhere in history.

@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk.exceptions import AirflowFailException
 
+from clickstream import clock
 from clickstream.config import Settings, SourceTable, utc_hour
 from clickstream.records import RecordReader
 from clickstream.source import (
@@ -689,7 +690,7 @@ def ingest_window(settings: Settings, window_start: datetime, run_id: str = "", 
 
     :raises SourceObjectLate: an object is absent and the window is still recent.
     """
-    now = datetime.now(UTC)
+    now = clock.now()
     with ClickHouseHook(settings.warehouse.conn_id) as hook:
         ensure_schema(hook, settings)
         loader = WindowLoader(hook, source_bucket(settings), settings)

@@ -1,0 +1,16 @@
+"""The bundle's wall clock, in one place so that a test sets it for the code it runs.
+
+Every decision that depends on the time of day asks ``now()``: whether a window is past its
+lateness horizon, where the catch-up's history ends, whether the live sensor waits. Elapsed
+time (deadlines, durations) is measured with the monotonic clock instead, which no decision
+compares with a date.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def now() -> datetime:
+    """Return the current time in UTC (aware)."""
+    return datetime.now(UTC)
