@@ -28,6 +28,7 @@ import socketserver
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from clickhouse_driver import defines
 from clickhouse_driver.block import ColumnOrientedBlock
@@ -293,6 +294,12 @@ class _Handler(socketserver.BaseRequestHandler):
             code, message = (int(match.group(1)), match.group(3)) if match else (1001, str(error))
             self._exception(code, message)
             return
+        held = self.server.held_reply
+        if held is not None and held.matches(query, params):
+            # The statement has run and its effects are the engine's: only the reply waits.
+            self.server.held_reply = None
+            held.executed.set()
+            held.released.wait()
         for block in _native_blocks(output):
             write_varint(ServerPacketTypes.DATA, self.fout)
             write_binary_str("", self.fout)
@@ -316,6 +323,20 @@ class _Server(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
 
 
+@dataclass
+class HeldReply:
+    """The reply to the first statement that ``matches`` waits until ``released`` is set.
+
+    ``executed`` is set once the engine has run that statement: a test then knows the client
+    is blocked inside the statement, after the server did its work and before the client
+    heard of it.
+    """
+
+    matches: Any
+    executed: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
+
+
 class FakeClickHouse:
     """A native-protocol server on 127.0.0.1 backed by chdb at ``chdb_path``.
 
@@ -333,6 +354,7 @@ class FakeClickHouse:
         self._server.received = []
         self._server.hellos = []
         self._server.archive_member = _archive_member
+        self._server.held_reply = None
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -345,11 +367,18 @@ class FakeClickHouse:
         """The database each connection asked for in its hello, in order."""
         return self._server.hellos
 
+    def hold_reply(self, matches) -> HeldReply:
+        """Hold the reply to the next statement for which ``matches(query, params)`` is true."""
+        self._server.held_reply = HeldReply(matches)
+        return self._server.held_reply
+
     def start(self) -> FakeClickHouse:
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        if self._server.held_reply is not None:
+            self._server.held_reply.released.set()
         self._server.shutdown()
         self._server.server_close()
         self._server.engine.close()

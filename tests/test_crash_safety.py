@@ -1,4 +1,8 @@
-"""Loads killed with SIGKILL at each point of their work, on moto_server and chdb.
+"""Loads killed with SIGKILL at each named point of their work, on moto_server and chdb.
+
+The child reports that it is stopped at the point (blocked inside the insert after a given
+number of rows, before or after a statement, or, on the server stand-in, after the server ran
+the commit and before its reply) and only then is killed, so each point has one outcome.
 
 Each test commits a window, starts a second load of it in a child process
 (``killable_load.py``), kills the child at a point of that load, and then, in this process
@@ -14,16 +18,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import zipfile
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from killable_load import MID_INSERT_ROWS
 from source_objects import put_object, put_table, zip_bytes
 from test_ingest import HOUR, browser_lines
 
+from clickstream import clock
 from clickstream.config import get_settings
 from clickstream.loading import WindowLoader, ensure_schema, source_bucket, sweep_orphaned_loads
 from clickstream.warehouse import ClickHouseHook
@@ -35,8 +40,7 @@ CHILD = Path(__file__).with_name("killable_load.py")
 CHILD_DEADLINE_SECONDS = 60
 SWEEP_DEADLINE = timedelta(seconds=1)
 WINDOW = "2024-04-10 23:00:00"
-# Enough rows that the insert writes several parts (blocks of 65,536 rows) over a good part
-# of a second, so the test can kill it between two of them.
+# More rows than the child lets through to the engine when it stops it inside the insert.
 LARGE_OBJECT_LINES = 400_000
 _ID_PREFIX = "00000000-0000-4000-8000-"
 
@@ -93,23 +97,6 @@ def attempts(hook) -> dict[str, list[str]]:
     return {load_id: list(statuses) for load_id, statuses in rows}
 
 
-def loads_table_path(hook) -> Path:
-    [[paths]] = hook.backend.execute(
-        "SELECT data_paths FROM system.tables WHERE database = 'clickstream' AND name = 'browser_events_loads'",
-        {},
-    )
-    return Path(paths[0] if isinstance(paths, list) else paths)
-
-
-def committed_parts(table_path: Path) -> set[str]:
-    """Names of the table's active part directories (an insert writes tmp_* ones first)."""
-    return {
-        entry.name
-        for entry in table_path.iterdir()
-        if entry.is_dir() and not entry.name.startswith(("tmp", "detached"))
-    }
-
-
 class Child:
     """The load in its own process; ``kill`` sends SIGKILL and waits until the process is gone."""
 
@@ -149,27 +136,14 @@ class Child:
         assert self.process.returncode == -signal.SIGKILL
 
 
-def kill_mid_insert(child: Child, table_path: Path) -> None:
-    """Kill the child as soon as its insert has committed a first part, before the insert ends."""
-    before = committed_parts(table_path)
-    child.wait_for("inserting")
-    deadline = time.monotonic() + 60
-    while not committed_parts(table_path) - before:
-        assert child.process.poll() is None, "the child ended before it wrote a part"
-        assert time.monotonic() < deadline, "no part written within 60 s"
-        time.sleep(0.002)
-    child.kill()
-
-
-# (point, the content the window must show after the kill: "previous", "new" or "either",
-#  how many rows the killed load leaves staged: an int, "some" (0 < n < all) or None for any)
+# (point, the content the window must show after the kill, how many rows the killed load
+#  leaves staged). The child reports that it is stopped at the point before it is killed, so
+#  each outcome is the one that point must give.
 KILL_POINTS = [
     pytest.param("started", "previous", 0, id="after-started-row-before-insert"),
-    pytest.param("inserting", "previous", "some", id="during-insert"),
+    pytest.param("mid-insert", "previous", MID_INSERT_ROWS, id="inside-insert-after-two-blocks"),
     pytest.param("staged", "previous", 25, id="after-insert-before-commit"),
-    pytest.param("committing", "either", 25, id="as-commit-starts"),
-    pytest.param("committing-3ms", "either", 25, id="during-commit-3ms-in"),
-    pytest.param("committing-8ms", "either", 25, id="during-commit-8ms-in"),
+    pytest.param("committing", "previous", 25, id="before-commit-is-sent"),
     pytest.param("committed", "new", 25, id="after-commit-before-clean-up"),
     pytest.param("cleaning", "previous", 25, id="failed-after-insert-before-its-clean-up"),
 ]
@@ -177,7 +151,7 @@ KILL_POINTS = [
 
 @pytest.mark.parametrize(("point", "outcome", "staged"), KILL_POINTS)
 def test_a_load_killed_at_any_point_leaves_the_window_whole_and_no_rows_behind(
-    s3_client, bucket, settings, large_object, tmp_path, point, outcome, staged
+    s3_client, bucket, settings, large_object, tmp_path, monkeypatch, point, outcome, staged
 ):
     previous, new, third = ids(0, 40), ids(300, 25), ids(900, 30)
     put_table(s3_client, bucket, HOUR, "browser_events", browser_lines(40))
@@ -186,39 +160,26 @@ def test_a_load_killed_at_any_point_leaves_the_window_whole_and_no_rows_behind(
         WindowLoader(hook, source_bucket(settings), settings).load(settings.table("browser_events"), HOUR)
         assert event_ids(hook) == previous
         committed_before = set(attempts(hook))
-        table_path = loads_table_path(hook)
 
-    body = large_object if point == "inserting" else zip_bytes("browser_events.jsonl", browser_lines(25, 300))
+    body = (
+        large_object if point == "mid-insert" else zip_bytes("browser_events.jsonl", browser_lines(25, 300))
+    )
     put_object(s3_client, bucket, HOUR, "browser_events", body)
-    child_point, _, delay = point.partition("-")
-    child = Child(child_point, tmp_path / "child.log")
-    if point == "inserting":
-        kill_mid_insert(child, table_path)
-    else:
-        child.wait_for(child_point)
-        if child_point == "committing":
-            child.release()
-            time.sleep(int(delay.removesuffix("ms") or 0) / 1000)
-        child.kill()
+    child = Child(point, tmp_path / "child.log")
+    child.wait_for(f"{point} {MID_INSERT_ROWS}" if point == "mid-insert" else point)
+    child.kill()
 
     with ClickHouseHook() as hook:
         [killed] = set(attempts(hook)) - committed_before
         statuses = attempts(hook)[killed]
         shown = event_ids(hook)
         committed = "loaded" in statuses
-        if outcome == "either":
-            assert shown == (new if committed else previous)
-        else:
-            assert shown == {"previous": previous, "new": new}[outcome]
-            assert committed == (outcome == "new")
+        assert shown == {"previous": previous, "new": new}[outcome]
+        assert committed == (outcome == "new")
         # The attempt is on record from its start, whatever point it was killed at.
         finished = ["failed"] if point == "cleaning" else ["loaded"] if committed else []
         assert statuses == ["started", *finished]
-        left = staged_rows(hook).get(killed, 0)
-        if staged == "some":
-            assert 0 < left < LARGE_OBJECT_LINES, "killed between two parts of the insert"
-        else:
-            assert left == staged
+        assert staged_rows(hook).get(killed, 0) == staged
 
         # The next load of the window shows exactly its object; a sweep, once the killed
         # attempt is past its deadline, leaves no staged rows but the committed load's.
@@ -231,9 +192,52 @@ def test_a_load_killed_at_any_point_leaves_the_window_whole_and_no_rows_behind(
                 {"load_id": killed},
             )[0][0]
         ).replace(tzinfo=UTC)
-        time.sleep(max(0.0, (started_at + SWEEP_DEADLINE - datetime.now(UTC)).total_seconds()))
+        # The sweep judges the killed attempt by the bundle's clock: set it past its deadline.
+        monkeypatch.setattr(clock, "now", lambda: started_at + 2 * SWEEP_DEADLINE)
         swept = replace(settings, ingest=replace(settings.ingest, load_deadline_seconds=1))
         sweep_orphaned_loads(hook, swept, older_than=SWEEP_DEADLINE)
         assert sum(staged_rows(hook).values()) == len(third)
         assert event_ids(hook) == third
         assert attempts(hook)[killed] == statuses, "the killed attempt stays on record"
+
+
+def test_a_load_killed_inside_its_commit_on_a_server_shows_the_new_content(
+    s3_client, bucket, project_config, clickhouse_server, tmp_path, monkeypatch
+):
+    """The commit ran on the server, its reply never reached the loader: the window is new.
+
+    The server holds the reply to the commit, so the kill lands after the server wrote the
+    commit row and before the loader heard of it: the one point inside a single-row commit
+    where the two sides disagree.
+    """
+    from test_server_backend import put_for_server
+
+    project_config(source__bucket=f'"{bucket}"', ingest__load_deadline_seconds=str(CHILD_DEADLINE_SECONDS))
+    settings = get_settings()
+    new, third = ids(300, 25), ids(900, 30)
+    put_for_server(s3_client, bucket, HOUR, "browser_events", browser_lines(40))
+    with ClickHouseHook() as hook:
+        ensure_schema(hook, settings)
+        WindowLoader(hook, source_bucket(settings), settings).load(settings.table("browser_events"), HOUR)
+        committed_before = set(attempts(hook))
+    put_for_server(s3_client, bucket, HOUR, "browser_events", browser_lines(25, 300))
+    held = clickhouse_server.hold_reply(
+        lambda query, params: "ingest_log" in query and params.get("status") == "'loaded'"
+    )
+
+    child = Child("committing", tmp_path / "child.log")
+    child.wait_for("committing")
+    child.release()
+    assert held.executed.wait(timeout=CHILD_DEADLINE_SECONDS), "the commit never reached the server"
+    child.kill()
+    held.released.set()
+
+    with ClickHouseHook() as hook:
+        [killed] = set(attempts(hook)) - committed_before
+        assert attempts(hook)[killed] == ["started", "loaded"]
+        assert event_ids(hook) == new
+        assert staged_rows(hook)[killed] == 25
+        put_for_server(s3_client, bucket, HOUR, "browser_events", browser_lines(30, 900))
+        WindowLoader(hook, source_bucket(settings), settings).load(settings.table("browser_events"), HOUR)
+        assert event_ids(hook) == third
+        assert sum(staged_rows(hook).values()) == len(third), "the next load cleans the killed one up"

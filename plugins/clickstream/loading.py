@@ -637,7 +637,7 @@ def find_orphaned_loads(
             "table_name": table.name,
             "from_window": from_window,
             "to_window": to_window,
-            "started_before": (datetime.now(UTC) - older_than).strftime(_MICROSECOND),
+            "started_before": (clock.now() - older_than).strftime(_MICROSECOND),
         },
     )
     return [(window, load_id, int(count)) for window, load_id, count in rows]
