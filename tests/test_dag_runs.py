@@ -293,3 +293,101 @@ def test_hours_loaded_in_bulk_are_reprocessed_one_by_one_or_as_a_range(
         (table, hours[4].strftime(stamp)) for table in settings.table_names
     }
     assert loaded_row_counts(settings) == rows_before, "reloads replace, never add"
+
+
+# --- the live hour, within the lateness horizon ----------------------------------------------
+
+
+class ArrivingClock:
+    """The bundle's clock for a live window: each sensor poke reads it once, first of all.
+
+    ``on_poke[n]`` runs before the n-th reading returns (1-based): an object arriving, or the
+    clock jumping past the horizon.
+    """
+
+    def __init__(self, now: datetime, on_poke: dict):
+        self.now = now
+        self.on_poke = on_poke
+        self.readings = 0
+
+    def __call__(self) -> datetime:
+        self.readings += 1
+        action = self.on_poke.get(self.readings)
+        if action is not None:
+            action(self)
+        return self.now
+
+
+def reschedules(dag_run, task_id: str) -> int:
+    from airflow.models.taskreschedule import TaskReschedule
+    from airflow.utils.session import create_session
+    from sqlalchemy import func, select
+
+    ti = dag_run.get_task_instance(task_id)
+    with create_session() as session:
+        return session.scalar(select(func.count()).where(TaskReschedule.ti_id == ti.id))
+
+
+def live_window(frozen_clock) -> datetime:
+    """The newest complete hour at the frozen clock: well within the lateness horizon."""
+    return frozen_clock().replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+
+
+def test_the_live_sensor_is_wired_before_the_load(stack):
+    dag = DagBag(dag_folder=str(PROJECT_ROOT / "dags")).dags["clickstream_ingest_hourly"]
+    sensor = dag.get_task("wait_for_objects")
+    assert "load_window" in sensor.downstream_task_ids
+    assert dag.get_task("load_window").upstream_task_ids == {"resolve_window", "wait_for_objects"}
+    assert sensor.mode == "reschedule"
+
+
+def test_the_live_hour_waits_while_its_objects_are_absent_and_loads_once_they_arrive(
+    stack, s3_client, bucket, frozen_clock, monkeypatch
+):
+    from clickstream import clock
+
+    window = live_window(frozen_clock)
+
+    def arrive(_clock):
+        upload_hours(s3_client, bucket, window, 1, events_per_hour=100, seed=21)
+
+    arriving = ArrivingClock(frozen_clock(), on_poke={3: arrive})
+    monkeypatch.setattr(clock, "now", arriving)
+
+    dag_run = run_ingest(window)
+
+    states = task_states(dag_run)
+    assert dag_run.state == "success", states
+    # Two pokes in vain (each a reschedule); the objects arrive as the third looks.
+    assert reschedules(dag_run, "wait_for_objects") == 2
+    sensor, load = (dag_run.get_task_instance(task_id) for task_id in ("wait_for_objects", "load_window"))
+    assert load.start_date >= sensor.end_date, "the load starts once the sensor is done"
+    loaded = loaded_row_counts(stack)
+    assert {window_start for _, window_start in loaded} == {window.strftime("%Y-%m-%d %H:%M:%S")}
+    assert logged_windows("missing") == {}
+
+
+def test_the_live_hour_resolves_as_missing_once_the_horizon_passes(
+    stack, s3_client, bucket, frozen_clock, monkeypatch, telegram_server
+):
+    from clickstream import clock
+
+    window = live_window(frozen_clock)
+    past_horizon = window + timedelta(hours=1, seconds=stack.source.lateness_horizon_seconds)
+
+    def horizon_passes(arriving):
+        arriving.now = past_horizon
+
+    arriving = ArrivingClock(frozen_clock(), on_poke={2: horizon_passes})
+    monkeypatch.setattr(clock, "now", arriving)
+
+    dag_run = run_ingest(window)
+
+    states = task_states(dag_run)
+    assert states[("wait_for_objects", -1)] == "success"
+    assert states[("load_window", -1)] == "success"
+    assert states[("check_window", -1)] == "failed", "absent past the horizon: one failed check, one alert"
+    stamp = window.strftime("%Y-%m-%d %H:%M:%S")
+    assert logged_windows("missing") == {stamp: set(stack.table_names)}
+    [alert] = telegram_server.messages
+    assert "4 object(s) absent past the lateness horizon" in alert.text
