@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from clickstream import catchup, loading
 from clickstream.assets import CATCHUP_BACKLOG, RAW_WINDOWS
@@ -59,13 +59,16 @@ settings = get_settings()
 def clickstream_ingest_catchup():
     @task(pool=settings.warehouse.pool, outlets=[RAW_WINDOWS])
     def load_batch(params=None, run_id=None, ti=None, outlet_events=None) -> dict:
-        report = catchup.catch_up(
-            settings,
-            run_id=run_id,
-            try_number=ti.try_number,
-            reload_from=params.get("reload_from"),
-            reload_to=params.get("reload_to"),
-        )
+        try:
+            report = catchup.catch_up(
+                settings,
+                run_id=run_id,
+                try_number=ti.try_number,
+                reload_from=params.get("reload_from"),
+                reload_to=params.get("reload_to"),
+            )
+        except catchup.ReloadRangeError as error:
+            raise AirflowFailException(str(error)) from error  # no retry can mend the params
         outlet_events[RAW_WINDOWS].extra = loading.IngestReport(**report).asset_extra()
         return report
 

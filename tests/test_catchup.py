@@ -6,6 +6,7 @@ All on the real local S3 server and the real chdb engine.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -405,5 +406,17 @@ def test_a_manual_range_reloads_exactly_that_range(s3_client, bucket, chdb_path,
 
 
 def test_a_half_given_reload_range_is_refused(settings, chdb_path, monkeypatch):
-    with pytest.raises(ValueError, match="reload_from and reload_to"):
+    with pytest.raises(catchup.ReloadRangeError, match="reload_from and reload_to"):
         run_catch_up(settings, monkeypatch, NOW, reload_from=START.isoformat())
+
+
+@pytest.mark.parametrize("length", [pytest.param(-2, id="backwards"), pytest.param(0, id="empty")])
+def test_a_backwards_or_empty_reload_range_is_refused_naming_both_ends(
+    settings, chdb_path, monkeypatch, length
+):
+    first, end = START + 3 * HOUR, START + (3 + length) * HOUR
+    with pytest.raises(
+        catchup.ReloadRangeError,
+        match=rf"reload_from {re.escape(first.isoformat())} is not before reload_to {re.escape(end.isoformat())}",
+    ):
+        run_catch_up(settings, monkeypatch, NOW, reload_from=first.isoformat(), reload_to=end.isoformat())

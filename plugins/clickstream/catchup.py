@@ -76,6 +76,29 @@ def every_window(
     return [(window_from + WINDOW * offset, settings.tables) for offset in reversed(range(count))]
 
 
+class ReloadRangeError(ValueError):
+    """A manual reload range that cannot mean what the operator wanted: retrying will not help."""
+
+
+def parse_reload_range(reload_from: str | None, reload_to: str | None) -> tuple[datetime, datetime] | None:
+    """Return the manual reload range ``[reload_from, reload_to)``, or None when none is given.
+
+    :raises ReloadRangeError: only one end given, or the range is empty or backwards (a run
+        that loads nothing would look like a green reload).
+    """
+    if not (reload_from or reload_to):
+        return None
+    if not (reload_from and reload_to):
+        raise ReloadRangeError("give both reload_from and reload_to, or neither")
+    first, end = parse_window_start(reload_from), parse_window_start(reload_to)
+    if end <= first:
+        raise ReloadRangeError(
+            f"reload_from {first.isoformat()} is not before reload_to {end.isoformat()}: "
+            "the range [reload_from, reload_to) is empty; give the earlier hour first"
+        )
+    return first, end
+
+
 def catch_up(
     settings: Settings,
     run_id: str = "",
@@ -91,15 +114,14 @@ def catch_up(
     state, with no time limit: an operator's way to reprocess a range loaded in bulk.
     """
     now = clock.now()
+    reload_range = parse_reload_range(reload_from, reload_to)
     with ClickHouseHook(settings.warehouse.conn_id) as hook:
         ensure_schema(hook, settings)
         # Once per batch: staged rows of killed and failed loads anywhere in history.
         sweep_orphaned_loads(hook, settings)
         loader = WindowLoader(hook, source_bucket(settings), settings)
-        if reload_from or reload_to:
-            if not (reload_from and reload_to):
-                raise ValueError("give both reload_from and reload_to, or neither")
-            first, end = parse_window_start(reload_from), parse_window_start(reload_to)
+        if reload_range is not None:
+            first, end = reload_range
             log.info("Reloading every window in [%s, %s)", first.isoformat(), end.isoformat())
             report = load_windows(loader, every_window(settings, first, end), now, run_id, try_number)
         else:

@@ -7,10 +7,11 @@ layout, the first window) and which Airflow connections it uses. It never holds 
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -184,8 +185,48 @@ def _parse_tables(raw: dict) -> tuple[SourceTable, ...]:
     return tuple(tables)
 
 
+# Each section's keys are its settings class's fields: one place says what a key is.
+_SECTION_KEYS = {
+    "warehouse": WarehouseSettings,
+    "source": SourceSettings,
+    "ingest": IngestSettings,
+    "catchup": CatchupSettings,
+    "priorities": PrioritySettings,
+    "marts": MartSettings,
+}
+_TABLE_KEYS = ("columns", "event_time_column")
+_COLUMN_KEYS = ("name", "type")
+
+
+def _reject_unknown_keys(section: dict, known, where: str) -> None:
+    """A misspelled key would be ignored and its default used silently: name it instead."""
+    for key in section:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(known))}"
+            raise ConfigError(f"{where}: unknown key {key!r}{hint}")
+
+
+def _check_keys(raw: dict) -> None:
+    _reject_unknown_keys(raw, [field.name for field in fields(Settings)], "config")
+    for name, settings_class in _SECTION_KEYS.items():
+        if isinstance(raw.get(name), dict):
+            _reject_unknown_keys(raw[name], [field.name for field in fields(settings_class)], name)
+    for table, spec in (raw.get("tables") or {}).items():
+        if isinstance(spec, dict):
+            _reject_unknown_keys(spec, _TABLE_KEYS, f"tables.{table}")
+            for column in spec.get("columns") or ():
+                if isinstance(column, dict):
+                    _reject_unknown_keys(column, _COLUMN_KEYS, f"tables.{table}.columns")
+
+
 def parse_settings(raw: dict) -> Settings:
-    """Build settings from the parsed TOML document, validating every value."""
+    """Build settings from the parsed TOML document, validating every value.
+
+    :raises ConfigError: a key is missing or unknown, or a value is unusable; the message
+        names the key.
+    """
+    _check_keys(raw)
     warehouse = _require(raw, "warehouse", "config")
     source = _require(raw, "source", "config")
     ingest = _require(raw, "ingest", "config")
