@@ -22,6 +22,7 @@ Run alone (for the benchmark): ``python tests/fake_clickhouse.py --port P --chdb
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import socket
 import socketserver
@@ -48,6 +49,8 @@ _ERROR = re.compile(r"Code: (\d+)\. (DB::Exception: )?(.*)", re.DOTALL)
 _MEMBER_URL = re.compile(r"^'(.*) :: ([^/]+)'$", re.DOTALL)
 _UNBOUND = "'\t'"
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class ReceivedQuery:
@@ -67,6 +70,8 @@ class _Engine:
     path: str
     lock: threading.Lock = field(default_factory=threading.Lock)
     bound: set[str] = field(default_factory=set)
+    skipped_settings: list[str] = field(default_factory=list)
+    known_settings: set[str] = field(default_factory=set)
 
     def __post_init__(self):
         from chdb import session
@@ -78,6 +83,25 @@ class _Engine:
     def query(self, text: str, fmt: str = "Native"):
         result = self.session.query(text, fmt)
         return result.bytes() if result is not None else b""
+
+    def applicable(self, flagged: dict[str, tuple[str, bool]]) -> dict[str, str]:
+        """The settings a server applies: as a server does, an unknown one that is not flagged
+        important is skipped with a warning (its log only); an important one is kept, and
+        fails the statement as UNKNOWN_SETTING."""
+        if not self.known_settings:
+            with self.lock:
+                self.known_settings = set(
+                    self.query("SELECT name FROM system.settings", "TSVRaw").decode().split()
+                )
+        known = self.known_settings
+        kept = {}
+        for name, (value, important) in flagged.items():
+            if important or name in known:
+                kept[name] = value
+            else:
+                self.skipped_settings.append(name)
+                log.warning("Unknown setting %s, skipped: it is not flagged important", name)
+        return kept
 
     def run(
         self, database: str, query: str, settings: dict[str, str], params: dict[str, str]
@@ -145,11 +169,19 @@ def _native_blocks(data: bytes):
             return
 
 
+_SETTING_IMPORTANT = 0x1
+
+
 def _read_settings(fin) -> dict[str, str]:
+    return {name: value for name, (value, _) in _read_flagged_settings(fin).items()}
+
+
+def _read_flagged_settings(fin) -> dict[str, tuple[str, bool]]:
+    """Settings as sent: name -> (value, whether the client flagged it important)."""
     settings = {}
     while name := read_binary_str(fin):
-        read_binary_uint8(fin)  # flags
-        settings[name] = read_binary_str(fin)
+        flags = read_binary_uint8(fin)
+        settings[name] = (read_binary_str(fin), bool(flags & _SETTING_IMPORTANT))
     return settings
 
 
@@ -263,7 +295,7 @@ class _Handler(socketserver.BaseRequestHandler):
     def _query(self):
         read_binary_str(self.fin)  # query id
         self._skip_client_info()
-        settings = _read_settings(self.fin)
+        settings = self.server.engine.applicable(_read_flagged_settings(self.fin))
         if self.revision >= defines.DBMS_MIN_REVISION_WITH_INTERSERVER_SECRET:
             read_binary_str(self.fin)
         read_varint(self.fin)  # stage
@@ -361,6 +393,11 @@ class FakeClickHouse:
     @property
     def received(self) -> list[ReceivedQuery]:
         return self._server.received
+
+    @property
+    def skipped_settings(self) -> list[str]:
+        """Unknown settings it skipped because the client did not flag them important."""
+        return self._server.engine.skipped_settings
 
     @property
     def hellos(self) -> list[str]:

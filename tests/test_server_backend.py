@@ -18,13 +18,15 @@ from uuid import UUID
 import local_stack
 import pytest
 from airflow.models.connection import Connection
+from clickhouse_driver.errors import ServerException
 from fake_clickhouse import member_sidecar_key
 from reference_marts import as_counts, read_marts, reference_marts
-from source_objects import put_object, zip_bytes
+from source_objects import put_object, put_table, zip_bytes
 from test_ingest import HOUR, browser_line, browser_lines, checksums
 
-from clickstream import marts, sql
-from clickstream.loading import WindowLoader, ensure_schema, source_bucket
+from clickstream import marts, records, sql
+from clickstream import warehouse as warehouse_module
+from clickstream.loading import WarehouseRejectedObject, WindowLoader, ensure_schema, source_bucket
 from clickstream.source import SourceFormatError, SourceObjectMissing, member_name, object_key
 from clickstream.warehouse import ClickHouseHook, ConnectionConfigError, client_options, parse_bool
 
@@ -211,6 +213,7 @@ def test_extras_have_documented_defaults():
         "tcp_keepalive": (60, 10, 6),
         "client_name": "clickstream",
         "settings": {"server_side_params": True},
+        "settings_is_important": True,
     }
 
 
@@ -267,3 +270,63 @@ def test_the_server_reads_the_object_at_the_endpoint_it_reaches(s3_client, bucke
         url
         == f"https://storage.yandexcloud.net/{bucket}/year%3D2024/month%3D04/day%3D10/hour%3D23/geo_events.jsonl.zip"
     )
+
+
+# --- settings a server cannot skip ------------------------------------------------------------
+
+MISSPELLED = "input_format_json_read_numbers_as_strinsg"
+
+
+def load_browser_events(s3_client, bucket, settings):
+    put_for_server(s3_client, bucket, HOUR, "browser_events", browser_lines(5))
+    with ClickHouseHook() as hook:
+        ensure_schema(hook, settings)
+        return WindowLoader(hook, source_bucket(settings), settings).load(
+            settings.table("browser_events"), HOUR
+        )
+
+
+@pytest.mark.parametrize("where", ["connection", "input-contract"])
+def test_a_misspelled_setting_fails_the_server_load_naming_it(
+    s3_client, bucket, settings, clickhouse_server, monkeypatch, where
+):
+    if where == "connection":
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_CLICKHOUSE_DEFAULT",
+            local_stack.server_connection_uri(clickhouse_server.port, settings={MISSPELLED: 0}),
+        )
+        put_for_server(s3_client, bucket, HOUR, "browser_events", browser_lines(5))
+        with pytest.raises(ServerException, match=rf"(?s)Code: 115.*{MISSPELLED}"), ClickHouseHook() as hook:
+            ensure_schema(hook, settings)
+    else:
+        monkeypatch.setitem(records.ENGINE_SETTINGS, MISSPELLED, 0)
+        with pytest.raises(WarehouseRejectedObject, match=MISSPELLED):
+            load_browser_events(s3_client, bucket, settings)
+    assert clickhouse_server.skipped_settings == []
+
+
+def test_without_the_important_flag_the_server_would_skip_the_setting_silently(
+    s3_client, bucket, settings, clickhouse_server, monkeypatch
+):
+    """The stand-in follows the server's rule, so the test above fails if the flag is not sent."""
+    unflagged = warehouse_module.client_options
+
+    def without_flag(connection):
+        return {**unflagged(connection), "settings_is_important": False}
+
+    monkeypatch.setattr(warehouse_module, "client_options", without_flag)
+    monkeypatch.setitem(records.ENGINE_SETTINGS, MISSPELLED, 0)
+
+    assert load_browser_events(s3_client, bucket, settings).rows == 5
+    assert MISSPELLED in clickhouse_server.skipped_settings
+
+
+def test_a_misspelled_setting_fails_the_embedded_load_naming_it(
+    s3_client, bucket, settings, warehouse, monkeypatch
+):
+    monkeypatch.setitem(records.ENGINE_SETTINGS, MISSPELLED, 0)
+    put_table(s3_client, bucket, HOUR, "browser_events", browser_lines(5))
+    with pytest.raises(WarehouseRejectedObject, match=MISSPELLED):
+        WindowLoader(warehouse, source_bucket(settings), settings).load(
+            settings.table("browser_events"), HOUR
+        )

@@ -165,6 +165,10 @@ def client_options(connection) -> dict[str, Any]:
         "client_name": str(extra["client_name"]),
         # Values are bound by the server, never pasted into the text by the driver.
         "settings": {**_parse_settings(extra["settings"]), "server_side_params": True},
+        # A server skips an unknown setting that is not flagged important, with a warning in
+        # its own log only: the input contract and the operator's settings would then be
+        # dropped silently. Flagged, an unknown or misspelled one fails the statement at once.
+        "settings_is_important": True,
     }
     if extra["ca_certs"]:
         options["ca_certs"] = extra["ca_certs"]
