@@ -8,7 +8,9 @@ compose file is interpolated the way ``docker compose`` does, with the values of
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import tomllib
 from collections.abc import Mapping
 from functools import cache
@@ -686,3 +688,75 @@ def test_the_clickhouse_server_can_read_the_bucket_the_worker_reads():
     for element in ("access_key_id", "secret_access_key"):
         variable = endpoint.find(element).get("from_env")
         assert variable in clickhouse["environment"], f"{variable} is not given to the clickhouse service"
+
+
+# --- placeholder secrets are refused at start --------------------------------------------------
+
+CHECK_SECRETS = ROOT / "deploy" / "check-secrets.sh"
+REAL_SECRETS = {
+    "AIRFLOW__API_AUTH__JWT_SECRET": "7Yq0wz3nVx",
+    "AIRFLOW__API__SECRET_KEY": "p2Lr8Hs1Qa",
+    "_AIRFLOW_WWW_USER_PASSWORD": "w4Kd9Te6Rb",
+    "POSTGRES_PASSWORD": "m3Jc7Gu2Zn",
+    "CLICKHOUSE_PASSWORD": "q8Fv5Ly0Xe",
+    "MINIO_ROOT_PASSWORD": "t6Hb1Ws4Pk",
+    "AIRFLOW__CORE__FERNET_KEY": "ZmFrZS1mZXJuZXQta2V5LTMyLWJ5dGVzLWxvbmctLS0=",
+}
+
+
+def run_check_secrets(**environment: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(CHECK_SECRETS)],
+        env={"PATH": os.environ["PATH"], **environment},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_the_init_service_checks_secrets_before_anything_else():
+    init = services()["airflow-init"]
+    script = init["command"][-1]
+    assert script.splitlines()[1].strip() == "bash /opt/airflow/deploy/check-secrets.sh"
+    assert "/opt/airflow/deploy" in {volume.split(":")[1] for volume in init["volumes"]}
+    for name in ("POSTGRES_PASSWORD", "CLICKHOUSE_PASSWORD", "MINIO_ROOT_PASSWORD"):
+        assert name in init["environment"], f"the check needs {name}"
+
+
+def test_real_secrets_and_a_fernet_key_pass_the_check():
+    completed = run_check_secrets(**REAL_SECRETS)
+    assert completed.returncode == 0, completed.stderr
+
+
+@pytest.mark.parametrize("name", sorted(set(REAL_SECRETS) - {"AIRFLOW__CORE__FERNET_KEY"}))
+def test_each_placeholder_secret_is_refused_by_name(name):
+    completed = run_check_secrets(**{**REAL_SECRETS, name: "change-me"})
+    assert completed.returncode == 1
+    assert f"ERROR: {name} still holds the placeholder from .env.example" in completed.stderr
+    assert "Refusing to start" in completed.stderr
+
+
+def test_an_empty_fernet_key_is_refused():
+    completed = run_check_secrets(**{**REAL_SECRETS, "AIRFLOW__CORE__FERNET_KEY": ""})
+    assert completed.returncode == 1
+    assert "AIRFLOW__CORE__FERNET_KEY (AIRFLOW_FERNET_KEY in .env) is empty" in completed.stderr
+
+
+def test_the_env_example_as_it_is_is_refused_unless_explicitly_allowed():
+    example = {name: value for name, value, _ in read_env_example()}
+    as_shipped = {
+        "AIRFLOW__API_AUTH__JWT_SECRET": example["AIRFLOW_JWT_SECRET"],
+        "AIRFLOW__API__SECRET_KEY": example["AIRFLOW_API_SECRET_KEY"],
+        "_AIRFLOW_WWW_USER_PASSWORD": example["_AIRFLOW_WWW_USER_PASSWORD"],
+        "POSTGRES_PASSWORD": example["POSTGRES_PASSWORD"],
+        "CLICKHOUSE_PASSWORD": example["CLICKHOUSE_PASSWORD"],
+        "MINIO_ROOT_PASSWORD": example["MINIO_ROOT_PASSWORD"],
+        "AIRFLOW__CORE__FERNET_KEY": example["AIRFLOW_FERNET_KEY"],
+    }
+    refused = run_check_secrets(**as_shipped)
+    assert refused.returncode == 1
+    assert refused.stderr.count("ERROR: ") == 7
+
+    allowed = run_check_secrets(**as_shipped, ALLOW_PLACEHOLDER_VALUES="true")
+    assert allowed.returncode == 0
+    assert allowed.stderr.count("WARNING: ") == 8, "each problem, then the warning that it starts anyway"
