@@ -15,7 +15,7 @@ import pytest
 from source_objects import put_object, put_table
 from synthetic_clickstream import upload_hours
 
-from clickstream import catchup
+from clickstream import catchup, clock
 from clickstream.config import get_settings
 from clickstream.loading import (
     SourceObjectLate,
@@ -244,7 +244,7 @@ def test_a_damaged_object_is_rejected_and_the_batch_goes_on(s3_client, bucket, l
 
 
 def run_catch_up(settings, monkeypatch, now: datetime, **kwargs) -> dict:
-    monkeypatch.setattr(catchup, "datetime", _FrozenClock.at(now))
+    monkeypatch.setattr(clock, "now", lambda: now)
     return catchup.catch_up(settings, run_id="test", try_number=1, **kwargs)
 
 
@@ -287,18 +287,6 @@ def test_each_batch_first_sweeps_staged_rows_no_reader_will_see(
 def staged_rows(hook) -> int:
     [[count]] = hook.backend.execute("SELECT count() FROM clickstream.browser_events_loads", {})
     return int(count)
-
-
-class _FrozenClock(datetime):
-    frozen: datetime
-
-    @classmethod
-    def at(cls, moment: datetime) -> type[_FrozenClock]:
-        return type("FrozenClock", (cls,), {"frozen": moment})
-
-    @classmethod
-    def now(cls, tz=None):
-        return cls.frozen
 
 
 def test_history_ends_where_the_lateness_horizon_begins(settings):
