@@ -356,7 +356,6 @@ def test_a_failed_window_is_tried_again_and_a_rejected_one_is_not(
                 "absent": json.dumps(
                     [["00000000-0000-4000-8000-000000000001", "geo_events", stamp(START), "k", "boom"]]
                 ),
-                "recorded_at": "2024-04-12 12:00:00.000000",
                 "dag_run_id": "earlier",
                 "try_number": 1,
             },

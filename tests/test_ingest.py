@@ -456,6 +456,33 @@ def test_an_attempt_is_on_record_from_its_start(s3_client, bucket, warehouse, se
     assert statuses_by_load(warehouse) == {result.load_id: ["started", "loaded"]}
 
 
+class _WorkerClockAnHourBehind(datetime):
+    @classmethod
+    def now(cls, tz=None):
+        return datetime.now(tz) - timedelta(hours=1)
+
+
+def test_a_reload_from_a_worker_whose_clock_is_behind_wins(
+    s3_client, bucket, loader, warehouse, settings, monkeypatch
+):
+    """The warehouse orders commits: a worker's clock an hour behind cannot make its reload
+    lose to the load it replaces, nor its clean-up delete its own rows."""
+    table = settings.table("browser_events")
+    put_table(s3_client, bucket, HOUR, "browser_events", browser_lines(40))
+    loader.load(table, HOUR)
+    put_table(s3_client, bucket, HOUR, "browser_events", browser_lines(25, start=300))
+    monkeypatch.setattr(loading, "datetime", _WorkerClockAnHourBehind)
+
+    reload = loader.load(table, HOUR)
+
+    committed = warehouse.backend.execute(
+        "SELECT toString(load_id) FROM clickstream.committed_loads WHERE table_name = 'browser_events'", {}
+    )
+    assert committed == [[reload.load_id]]
+    assert checksums(warehouse, "browser_events")["2024-04-10 23:00:00"][0] == 25
+    assert staged_loads(warehouse) == {reload.load_id: 25}
+
+
 def test_a_sweep_never_touches_a_load_in_flight(s3_client, bucket, warehouse, settings):
     table = settings.table("browser_events")
     put_table(s3_client, bucket, HOUR, "browser_events", browser_lines(40))

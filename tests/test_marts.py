@@ -778,7 +778,6 @@ def test_only_commit_rows_enter_the_marts_queue(hand_built, hook, settings):
                 "min_event_time": "",
                 "max_event_time": "",
                 "started_at": "2024-05-01 06:00:00.000000",
-                "finished_at": "2024-05-01 06:00:01.000000",
                 "duration_ms": 1000,
                 "error": "",
                 "dag_run_id": "test",

@@ -3,7 +3,8 @@
 -- row when it ends: 'loaded' or 'skipped', 'failed' with the error. A row with status
 -- 'loaded' or 'skipped' is also the commit of that load: the raw views show a window's rows
 -- only from the load whose commit row is the newest, so a single-row insert switches a
--- window atomically.
+-- window atomically. finished_at is stamped by the warehouse's clock, so the order of
+-- commits is the order the warehouse received them, whatever the workers' clocks say.
 USE {database:Identifier};
 
 CREATE TABLE IF NOT EXISTS ingest_log

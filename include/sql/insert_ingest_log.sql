@@ -1,3 +1,6 @@
+-- One row of a load attempt. finished_at is the warehouse's clock, never the worker's: it
+-- orders the commits of a window (committed_loads takes the newest), so a reload from a
+-- worker whose clock is behind still replaces what it reloads.
 INSERT INTO {database:Identifier}.ingest_log
 SELECT
     {load_id:UUID},
@@ -12,7 +15,7 @@ SELECT
     toDateTime64OrNull({min_event_time:String}, 6, 'UTC'),
     toDateTime64OrNull({max_event_time:String}, 6, 'UTC'),
     {started_at:DateTime64(6, 'UTC')},
-    {finished_at:DateTime64(6, 'UTC')},
+    now64(6, 'UTC'),
     {duration_ms:UInt64},
     {error:String},
     {dag_run_id:String},

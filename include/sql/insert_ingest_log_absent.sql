@@ -1,7 +1,8 @@
 -- One ingest_log row per object absent past the lateness horizon, all in one INSERT so that
 -- an hour with nothing to load costs a share of one statement. absent is a JSON array of
 -- [load_id, table_name, window_start, source_key, error]; status is 'missing' (outcome fail)
--- or 'skipped' (outcome skip: a commit of the empty window).
+-- or 'skipped' (outcome skip: a commit of the empty window). Stamped by the warehouse's
+-- clock, which orders commits (see insert_ingest_log.sql).
 INSERT INTO {database:Identifier}.ingest_log
 (
     load_id, table_name, window_start, status, source_bucket, source_key, source_etag,
@@ -20,8 +21,8 @@ SELECT
     0,
     NULL,
     NULL,
-    {recorded_at:DateTime64(6, 'UTC')},
-    {recorded_at:DateTime64(6, 'UTC')},
+    now64(6, 'UTC'),
+    now64(6, 'UTC'),
     0,
     entry.5,
     {dag_run_id:String},

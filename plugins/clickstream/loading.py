@@ -215,9 +215,6 @@ class WindowLoader:
                     "status": status,
                     "source_bucket": self.bucket.bucket,
                     "absent": json.dumps(rows[chunk_start : chunk_start + _ABSENT_ROWS_PER_INSERT]),
-                    # The commit order of the ingest log is wall-clock order, whatever ``now``
-                    # the lateness was judged against.
-                    "recorded_at": datetime.now(UTC).strftime(_MICROSECOND),
                     "dag_run_id": run_id,
                     "try_number": try_number,
                 },
@@ -340,8 +337,6 @@ class WindowLoader:
         max_time: str = "",
         error: str = "",
     ) -> None:
-        # The started row is written at the start: its finished_at is its started_at.
-        finished = attempt.started_at if status == "started" else datetime.now(UTC)
         self.hook.run(
             "insert_ingest_log",
             {
@@ -358,7 +353,6 @@ class WindowLoader:
                 "min_event_time": min_time,
                 "max_event_time": max_time,
                 "started_at": attempt.started_at.strftime(_MICROSECOND),
-                "finished_at": finished.strftime(_MICROSECOND),
                 "duration_ms": int((time.monotonic() - attempt.started_monotonic) * 1000),
                 "error": error,
                 "dag_run_id": attempt.run_id,
