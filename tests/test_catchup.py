@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
+from interleaving import InterleavingHook
 from source_objects import put_object, put_table
 from synthetic_clickstream import upload_hours
 
@@ -26,6 +27,7 @@ from clickstream.loading import (
     load_windows,
     problems,
     source_bucket,
+    warehouse_now,
     window_ready,
 )
 from clickstream.source import SourceObjectMissing, day_prefix, object_key
@@ -172,6 +174,32 @@ def test_skip_outcome_commits_an_empty_window_in_place_of_what_it_showed(
     assert warehouse.backend.execute("SELECT count() FROM clickstream.browser_events", {}) == [[0]]
     assert warehouse.backend.execute("SELECT count() FROM clickstream.browser_events_loads", {}) == [[0]]
     assert [status for _, _, status in log_rows(warehouse)] == ["started", "loaded", "skipped"]
+
+
+def test_skip_never_empties_a_load_committed_after_the_batch_began(s3_client, bucket, warehouse, settings):
+    """The batch lists the day, the late object arrives and the live DAG loads it, then the
+    batch records what it found absent: the live load stays, with its rows."""
+    skip = replace(settings, source=replace(settings.source, absent_object_outcome="skip"))
+    table = skip.table("browser_events")
+    upload_hours(s3_client, bucket, START + HOUR, 1, events_per_hour=30, seed=4, tables=[table])
+
+    def the_live_dag_loads_the_late_object():
+        upload_hours(s3_client, bucket, START, 1, events_per_hour=20, seed=5, tables=[table])
+        WindowLoader(warehouse, source_bucket(skip), skip).load(table, START)
+
+    batch = WindowLoader(
+        InterleavingHook(warehouse, the_live_dag_loads_the_late_object), source_bucket(skip), skip
+    )
+    report = load_windows(batch, [(START + HOUR, (table,)), (START, (table,))], now=NOW).to_dict()
+
+    committed = warehouse.backend.execute(
+        "SELECT toString(window_start), status, rows FROM clickstream.committed_loads ORDER BY window_start",
+        {},
+    )
+    assert committed == [[stamp(START), "loaded", 20], [stamp(START + HOUR), "loaded", 30]]
+    assert warehouse.backend.execute("SELECT count() FROM clickstream.browser_events", {}) == [[50]]
+    assert (report["absent_objects"], report["committed"]) == (0, 1)
+    assert "skipped" not in [status for _, _, status in log_rows(warehouse)]
 
 
 def test_a_hundred_absent_hours_make_one_line_of_report(loader, warehouse, settings):
@@ -356,6 +384,7 @@ def test_a_failed_window_is_tried_again_and_a_rejected_one_is_not(
                 "absent": json.dumps(
                     [["00000000-0000-4000-8000-000000000001", "geo_events", stamp(START), "k", "boom"]]
                 ),
+                "committed_since": warehouse_now(hook),
                 "dag_run_id": "earlier",
                 "try_number": 1,
             },

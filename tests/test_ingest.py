@@ -12,6 +12,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from interleaving import InterleavingHook
 from source_objects import (
     deflate,
     device_record,
@@ -377,23 +378,6 @@ def test_an_object_gone_since_it_was_listed_ends_its_attempt_as_absent(warehouse
     assert [entry["status"] for entry in ingest_log(warehouse, "geo_events")] == ["started", "absent"]
 
 
-class _InterleavingHook:
-    """Runs ``during_stage`` after a load has staged its rows and before it commits."""
-
-    def __init__(self, hook, during_stage):
-        self._hook = hook
-        self._during_stage = during_stage
-
-    def __getattr__(self, name):
-        return getattr(self._hook, name)
-
-    def load_json_lines(self, *args, **kwargs):
-        self._hook.load_json_lines(*args, **kwargs)
-        during_stage, self._during_stage = self._during_stage, None
-        if during_stage:
-            during_stage()
-
-
 @pytest.mark.parametrize(
     "other_window",
     [pytest.param(NEXT_HOUR, id="other-window-same-partition"), pytest.param(HOUR, id="same-window")],
@@ -410,7 +394,7 @@ def test_concurrent_loads_in_one_partition_lose_nothing(s3_client, bucket, wareh
     if other_window != HOUR:
         put_table(s3_client, bucket, other_window, "browser_events", browser_lines(35, start=100))
     other_loader = WindowLoader(warehouse, source_bucket(settings), settings)
-    interleaving = _InterleavingHook(warehouse, lambda: other_loader.load(table, other_window))
+    interleaving = InterleavingHook(warehouse, lambda: other_loader.load(table, other_window))
 
     WindowLoader(interleaving, source_bucket(settings), settings).load(table, HOUR)
 
@@ -447,7 +431,7 @@ def test_an_attempt_is_on_record_from_its_start(s3_client, bucket, warehouse, se
         seen["statuses"] = statuses_by_load(warehouse)
         seen["staged"] = staged_loads(warehouse)
 
-    result = WindowLoader(_InterleavingHook(warehouse, look), source_bucket(settings), settings).load(
+    result = WindowLoader(InterleavingHook(warehouse, look), source_bucket(settings), settings).load(
         table, HOUR
     )
 
@@ -495,7 +479,7 @@ def test_a_sweep_never_touches_a_load_in_flight(s3_client, bucket, warehouse, se
         swept.update(sweep_orphaned_loads(warehouse, settings))
         swept["staged"] = sorted(staged_loads(warehouse).values())
 
-    result = WindowLoader(_InterleavingHook(warehouse, sweep), source_bucket(settings), settings).load(
+    result = WindowLoader(InterleavingHook(warehouse, sweep), source_bucket(settings), settings).load(
         table, HOUR
     )
 
@@ -527,7 +511,7 @@ def test_a_load_past_its_deadline_does_not_commit(s3_client, bucket, warehouse, 
     def stage_takes_longer_than_the_deadline():
         clock.seconds += 60.5
 
-    slow = _InterleavingHook(warehouse, stage_takes_longer_than_the_deadline)
+    slow = InterleavingHook(warehouse, stage_takes_longer_than_the_deadline)
 
     with pytest.raises(
         LoadDeadlineExceeded,

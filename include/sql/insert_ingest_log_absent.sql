@@ -2,7 +2,9 @@
 -- an hour with nothing to load costs a share of one statement. absent is a JSON array of
 -- [load_id, table_name, window_start, source_key, error]; status is 'missing' (outcome fail)
 -- or 'skipped' (outcome skip: a commit of the empty window). Stamped by the warehouse's
--- clock, which orders commits (see insert_ingest_log.sql).
+-- clock, which orders commits (see insert_ingest_log.sql). An object whose window another
+-- task committed at or after {committed_since} (the start of the batch that found it
+-- absent) arrived meanwhile: it is not recorded, so 'skipped' never empties that load.
 INSERT INTO {database:Identifier}.ingest_log
 (
     load_id, table_name, window_start, status, source_bucket, source_key, source_etag,
@@ -30,4 +32,9 @@ SELECT
 FROM
 (
     SELECT arrayJoin(JSONExtract({absent:String}, 'Array(Tuple(String, String, String, String, String))')) AS entry
+)
+WHERE (entry.2, toDateTime(entry.3, 'UTC')) NOT IN (
+    SELECT table_name, window_start
+    FROM {database:Identifier}.ingest_log
+    WHERE status IN ('loaded', 'skipped') AND finished_at >= {committed_since:DateTime64(6, 'UTC')}
 );

@@ -187,13 +187,25 @@ class WindowLoader:
         now: datetime,
         run_id: str = "",
         try_number: int = 0,
-    ) -> str:
-        """Record objects absent past the lateness horizon, all in one INSERT; return the status.
+        listed_since: str | None = None,
+    ) -> tuple[str, list[tuple[SourceTable, datetime]]]:
+        """Record objects absent past the lateness horizon, all in one INSERT.
 
         Outcome ``fail`` writes a ``missing`` row per object; ``skip`` commits each window
-        empty for its table (``skipped``), replacing what the window showed before.
+        empty for its table (``skipped``), replacing what the window showed before, but
+        never a load another task committed at or after ``listed_since`` (the warehouse
+        time before the objects were found absent; default: now): that object arrived.
+
+        :return: the status written, and the objects it was written for.
         """
         status = "skipped" if self.settings.source.absent_object_outcome == "skip" else "missing"
+        if not absent:
+            return status, []
+        since = listed_since or warehouse_now(self.hook)
+        arrived = self._committed_since(absent, since)
+        if arrived:
+            log.info("%d object(s) absent at listing were committed by another task since", len(arrived))
+            absent = [(table, window) for table, window in absent if (table.name, window) not in arrived]
         horizon = self.settings.source.lateness_horizon_seconds
         rows = []
         for table, window_start in absent:
@@ -215,18 +227,35 @@ class WindowLoader:
                     "status": status,
                     "source_bucket": self.bucket.bucket,
                     "absent": json.dumps(rows[chunk_start : chunk_start + _ABSENT_ROWS_PER_INSERT]),
+                    "committed_since": since,
                     "dag_run_id": run_id,
                     "try_number": try_number,
                 },
             )
-        if status == "skipped":
+        if status == "skipped" and absent:
             windows_by_table: dict[str, list[datetime]] = {}
             for table, window_start in absent:
                 windows_by_table.setdefault(table.name, []).append(window_start)
             for name, windows in windows_by_table.items():
                 self._delete_orphans(self.settings.table(name), windows)
-        log.warning("%d object(s) absent past the lateness horizon, recorded as %s", len(rows), status)
-        return status
+        if rows:
+            log.warning("%d object(s) absent past the lateness horizon, recorded as %s", len(rows), status)
+        return status, list(absent)
+
+    def _committed_since(
+        self, objects: Sequence[tuple[SourceTable, datetime]], since: str
+    ) -> set[tuple[str, datetime]]:
+        windows = [window for _, window in objects]
+        rows = self.hook.run(
+            "select_commits_since",
+            {
+                "database": self.settings.warehouse.database,
+                "from_window": min(windows).strftime(_SECOND),
+                "to_window": max(windows).strftime(_SECOND),
+                "since": since,
+            },
+        )
+        return {(name, parse_window_start(window)) for name, window in rows}
 
     def _delete_orphans(self, table: SourceTable, windows: Sequence[datetime]) -> None:
         """Delete the staged rows no reader will see again in ``table``'s windows from the
@@ -534,6 +563,9 @@ def load_windows(
     """
     settings = loader.settings
     template = settings.source.key_template
+    # Before the first listing: a load committed from here on found an object this batch may
+    # have seen absent, and recording that absence must not replace it.
+    listed_since = warehouse_now(loader.hook)
     listed: dict[str, set[str]] = {}
     report = IngestReport()
     absent: list[tuple[SourceTable, datetime]] = []
@@ -582,7 +614,7 @@ def load_windows(
         report.last_window = max(report.last_window, stamp)
     if absent:
         started = time.monotonic()
-        report.absent_status = loader.record_absent(absent, now, run_id, try_number)
+        report.absent_status, absent = loader.record_absent(absent, now, run_id, try_number, listed_since)
         runs = _hour_runs([[table.name, window_start.isoformat()] for table, window_start in absent])
         report.absent_objects = len(absent)
         report.absent_runs = [list(run) for run in runs[:_LISTED]]
@@ -592,6 +624,11 @@ def load_windows(
             report.committed += len(absent)
     report.absent_windows = len(fully_absent)
     return report
+
+
+def warehouse_now(hook: ClickHouseHook) -> str:
+    """Return the warehouse's clock (UTC, microseconds), which orders ingest_log rows."""
+    return hook.run("select_warehouse_now")[0][0]
 
 
 def source_bucket(settings: Settings) -> SourceBucket:
