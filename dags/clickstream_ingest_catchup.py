@@ -11,7 +11,9 @@ live DAG missed.
 * While history is left, `continue_catch_up` emits `clickstream/catchup-backlog`, which
   schedules the next batch at once; the hourly timer resumes it after a failure.
 * `check_batch` fails, with one message for the whole batch, when objects were absent past
-  the horizon (outcome `fail`) or rejected as damaged: one alert per batch, not per hour.
+  the horizon (outcome `fail`), rejected as damaged, or failed to load: one alert per batch,
+  not per hour. A failed window never stops the batch; later batches try it again after a
+  growing delay.
 * A manual run with `reload_from` and `reload_to` reloads every window of that range,
   whatever its state: the way to reprocess hours loaded in bulk.
 """

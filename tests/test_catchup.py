@@ -16,7 +16,7 @@ from interleaving import InterleavingHook
 from source_objects import put_object, put_table
 from synthetic_clickstream import upload_hours
 
-from clickstream import catchup, clock
+from clickstream import catchup, clock, loading
 from clickstream.config import get_settings
 from clickstream.loading import (
     SourceObjectLate,
@@ -27,7 +27,6 @@ from clickstream.loading import (
     load_windows,
     problems,
     source_bucket,
-    warehouse_now,
     window_ready,
 )
 from clickstream.source import SourceObjectMissing, day_prefix, object_key
@@ -384,12 +383,13 @@ def test_a_failed_window_is_tried_again_and_a_rejected_one_is_not(
                 "absent": json.dumps(
                     [["00000000-0000-4000-8000-000000000001", "geo_events", stamp(START), "k", "boom"]]
                 ),
-                "committed_since": warehouse_now(hook),
+                "committed_since": clock.warehouse_now(hook),
                 "dag_run_id": "earlier",
                 "try_number": 1,
             },
         )
 
+    shift_warehouse_clock(monkeypatch)["by"] = timedelta(seconds=settings.catchup.failed_window_retry_seconds)
     report = run_catch_up(settings, monkeypatch, NOW)
     assert report["windows"] == 10 and report["rejected_objects"] == 1
 
@@ -398,6 +398,118 @@ def test_a_failed_window_is_tried_again_and_a_rejected_one_is_not(
     assert statuses[("geo_events", stamp(START))] == "loaded"
     assert statuses[("device_events", stamp(START + 2 * HOUR))] == "rejected"
     assert run_catch_up(settings, monkeypatch, NOW)["windows"] == 0
+
+
+class _FailingWindows:
+    """Makes the engine fail every load of the chosen windows, as a memory limit would."""
+
+    def __init__(self, monkeypatch, windows, tables=None):
+        self.windows = {window.strftime("%Y-%m-%d %H:%M:%S") for window in windows}
+        load_json_lines = ClickHouseHook.load_json_lines
+
+        def fail_chosen_windows(hook, target, table, source, metadata):
+            if metadata["window_start"] in self.windows and (tables is None or table.name in tables):
+                raise RuntimeError("Code: 241. DB::Exception: Memory limit (total) exceeded")
+            return load_json_lines(hook, target, table, source, metadata)
+
+        monkeypatch.setattr(ClickHouseHook, "load_json_lines", fail_chosen_windows)
+
+
+def shift_warehouse_clock(monkeypatch) -> dict[str, timedelta]:
+    """Let a test move the warehouse's clock, which the retry delays of failed windows follow."""
+    shift = {"by": timedelta(0)}
+    warehouse_now = clock.warehouse_now
+
+    def shifted(hook) -> str:
+        return (datetime.fromisoformat(warehouse_now(hook)) + shift["by"]).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+    monkeypatch.setattr(clock, "warehouse_now", shifted)
+    return shift
+
+
+def test_a_window_that_keeps_failing_holds_back_nothing_and_is_retried_later(
+    s3_client, bucket, chdb_path, settings, monkeypatch
+):
+    """48 hours: one fails every time, one is absent. The other 46 commit in one batch, the
+    absent one is recorded, the failing one is named and tried again by later batches, each
+    time after a longer delay."""
+    failing, absent = START + 20 * HOUR, START + 40 * HOUR
+    upload_hours(s3_client, bucket, START, 40, events_per_hour=5, seed=11)
+    upload_hours(s3_client, bucket, START + 41 * HOUR, 7, events_per_hour=5, seed=12)
+    now = START + 50 * HOUR + 30 * timedelta(minutes=1)  # history: the 48 hours from START
+    failures = _FailingWindows(monkeypatch, [failing])
+    warehouse_clock = shift_warehouse_clock(monkeypatch)
+    delay = timedelta(seconds=settings.catchup.failed_window_retry_seconds)
+
+    first = run_catch_up(settings, monkeypatch, now)
+
+    assert (first["windows"], first["committed"], first["remaining"]) == (48, 46 * 4, 0)
+    assert (first["failed_objects"], first["absent_objects"]) == (4, 4)
+    text = problems(first)
+    for table in settings.table_names:
+        assert f"failed {table} {failing.isoformat()}: WarehouseRejectedObject: " in text
+    assert "Memory limit (total) exceeded" in text
+    assert "4 object(s) absent past the lateness horizon (status missing):" in text
+    with ClickHouseHook() as hook:
+        final = {(t, w): s for t, w, s in log_rows(hook) if s not in ("started", "failed")}
+    assert len(final) == 47 * 4, "every other window is final, the older ones included"
+    assert {s for (_, w), s in final.items() if w < stamp(failing)} == {"loaded"}
+    assert {s for (_, w), s in final.items() if w == stamp(absent)} == {"missing"}
+
+    assert run_catch_up(settings, monkeypatch, now)["windows"] == 0, "not before its retry delay"
+
+    warehouse_clock["by"] = delay + timedelta(minutes=1)
+    second = run_catch_up(settings, monkeypatch, now)
+    assert (second["windows"], second["first_window"], second["failed_objects"]) == (
+        1,
+        failing.isoformat(),
+        4,
+    )
+
+    warehouse_clock["by"] = 2 * delay - timedelta(minutes=1)
+    assert run_catch_up(settings, monkeypatch, now)["windows"] == 0, "the delay doubled"
+
+    failures.windows.clear()
+    warehouse_clock["by"] = 2 * delay + timedelta(minutes=1)
+    mended = run_catch_up(settings, monkeypatch, now)
+    assert (mended["windows"], mended["committed"], mended["failed_objects"]) == (1, 4, 0)
+    with ClickHouseHook() as hook:
+        statuses = {s for t, w, s in log_rows(hook) if w == stamp(failing) and s != "started"}
+    assert statuses == {"failed", "loaded"}
+
+
+def test_a_batch_stops_when_window_after_window_fails(s3_client, bucket, chdb_path, settings, monkeypatch):
+    """When every load fails, the fault is not one window's: three in a row stop the batch
+    rather than put all of history on a retry delay."""
+    upload_hours(s3_client, bucket, START, 10, events_per_hour=5, seed=13)
+    _FailingWindows(monkeypatch, [START + offset * HOUR for offset in range(10)])
+
+    report = run_catch_up(settings, monkeypatch, NOW)
+
+    assert (report["windows"], report["failed_objects"], report["remaining"]) == (3, 12, 7)
+    assert problems(report).splitlines()[-1] == (
+        "the batch stopped after 3 windows in a row failed to load: look at the warehouse and the bucket first"
+    )
+
+
+def test_a_failed_table_of_the_live_hour_fails_its_task_after_the_others_commit(
+    s3_client, bucket, chdb_path, settings, monkeypatch
+):
+    live = START + 11 * HOUR
+    upload_hours(s3_client, bucket, live, 1, events_per_hour=5, seed=14)
+    _FailingWindows(monkeypatch, [live], tables={"geo_events"})
+    monkeypatch.setattr(clock, "now", lambda: NOW)
+
+    with pytest.raises(loading.WindowLoadFailed, match=f"failed geo_events {re.escape(live.isoformat())}: "):
+        loading.ingest_window(settings, live, run_id="live", try_number=1)
+
+    with ClickHouseHook() as hook:
+        statuses = {t: s for t, w, s in log_rows(hook) if s != "started"}
+    assert statuses == {
+        "browser_events": "loaded",
+        "device_events": "loaded",
+        "location_events": "loaded",
+    } | {"geo_events": "failed"}
 
 
 def test_a_manual_range_reloads_exactly_that_range(s3_client, bucket, chdb_path, settings, monkeypatch):

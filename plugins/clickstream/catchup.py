@@ -48,7 +48,11 @@ def history_end(settings: Settings, now: datetime) -> datetime:
 def unresolved_windows(
     hook: ClickHouseHook, settings: Settings, window_from: datetime, window_to: datetime
 ) -> list[tuple[datetime, tuple[SourceTable, ...]]]:
-    """Return the windows in ``[window_from, window_to)`` with tables lacking a final row, newest first."""
+    """Return the windows in ``[window_from, window_to)`` with tables lacking a final row, newest first.
+
+    A table whose window failed is left out until its retry delay has passed (see
+    ``catchup.failed_window_retry_seconds``).
+    """
     rows = hook.run(
         "select_unresolved_windows",
         {
@@ -56,6 +60,9 @@ def unresolved_windows(
             "window_from": window_from.strftime(_SECOND),
             "window_to": window_to.strftime(_SECOND),
             "tables": json.dumps(list(settings.table_names)),
+            "retry_seconds": settings.catchup.failed_window_retry_seconds,
+            "max_retry_seconds": settings.catchup.failed_window_max_retry_seconds,
+            "now": clock.warehouse_now(hook),
         },
     )
     order = {name: position for position, name in enumerate(settings.table_names)}
@@ -140,12 +147,13 @@ def catch_up(
             unresolved_windows(hook, settings, settings.start_date, history_end(settings, now))
         )
     log.info(
-        "Resolved %d window(s) (%d commits, %d rows, %d absent, %d rejected); %d left",
+        "Resolved %d window(s) (%d commits, %d rows, %d absent, %d rejected, %d failed); %d left",
         report.windows,
         report.committed,
         report.rows,
         report.absent_objects,
         report.rejected_objects,
+        report.failed_objects,
         report.remaining,
     )
     return report.to_dict()

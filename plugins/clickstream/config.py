@@ -83,6 +83,8 @@ class IngestSettings:
 @dataclass(frozen=True)
 class CatchupSettings:
     batch_seconds: int
+    failed_window_retry_seconds: int
+    failed_window_max_retry_seconds: int
 
 
 @dataclass(frozen=True)
@@ -266,7 +268,11 @@ def parse_settings(raw: dict) -> Settings:
             retry_delay_seconds=int(_require(ingest, "retry_delay_seconds", "ingest")),
             load_deadline_seconds=_positive(ingest, "load_deadline_seconds", "ingest"),
         ),
-        catchup=CatchupSettings(batch_seconds=_positive(catchup, "batch_seconds", "catchup")),
+        catchup=CatchupSettings(
+            batch_seconds=_positive(catchup, "batch_seconds", "catchup"),
+            failed_window_retry_seconds=_positive(catchup, "failed_window_retry_seconds", "catchup"),
+            failed_window_max_retry_seconds=_positive(catchup, "failed_window_max_retry_seconds", "catchup"),
+        ),
         priorities=PrioritySettings(
             live=_positive(priorities, "live", "priorities"),
             marts=_positive(priorities, "marts", "priorities"),

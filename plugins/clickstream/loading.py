@@ -52,8 +52,12 @@ log = logging.getLogger(__name__)
 WINDOW = timedelta(hours=1)
 # Bounded parameter size for the one INSERT that records absent objects.
 _ABSENT_ROWS_PER_INSERT = 1000
-# Rejected objects, and runs of absent hours, listed one by one in a report; the rest are counted.
+# Rejected and failed objects, and runs of absent hours, listed one by one in a report; the
+# rest are counted.
 _LISTED = 20
+# Windows in a row whose every load failed: the warehouse or the bucket is down, not one
+# window at fault, and the batch stops rather than put all of history on a retry delay.
+_FAILED_WINDOWS_THAT_STOP_A_BATCH = 3
 _SECOND = "%Y-%m-%d %H:%M:%S"
 _MICROSECOND = "%Y-%m-%d %H:%M:%S.%f"
 
@@ -68,6 +72,10 @@ class WarehouseRejectedObject(RuntimeError):
 
 class LoadDeadlineExceeded(RuntimeError):
     """A load ran past ``ingest.load_deadline_seconds`` and did not commit; names the object."""
+
+
+class WindowLoadFailed(RuntimeError):
+    """Loads of the live window failed (not a damaged object): the task fails and is retried."""
 
 
 class SourceObjectLate(SourceError):
@@ -201,7 +209,7 @@ class WindowLoader:
         status = "skipped" if self.settings.source.absent_object_outcome == "skip" else "missing"
         if not absent:
             return status, []
-        since = listed_since or warehouse_now(self.hook)
+        since = listed_since or clock.warehouse_now(self.hook)
         arrived = self._committed_since(absent, since)
         if arrived:
             log.info("%d object(s) absent at listing were committed by another task since", len(arrived))
@@ -465,6 +473,9 @@ class IngestReport:
     absent_runs_total: int = 0
     rejected_objects: int = 0
     rejected: list[list[str]] = field(default_factory=list)
+    failed_objects: int = 0
+    failed: list[list[str]] = field(default_factory=list)
+    stopped_early: str = ""
     remaining: int = 0
     data_windows: int = 0
     data_seconds: float = 0.0
@@ -505,6 +516,13 @@ def problems(report: dict) -> str:
     if report["rejected_objects"] > len(report["rejected"]):
         unlisted = report["rejected_objects"] - len(report["rejected"])
         lines.append(f"... and {unlisted} more rejected object(s): see ingest_log, status 'rejected'")
+    for table, window_start, error in report.get("failed", []):
+        lines.append(f"failed {table} {window_start}: {error.splitlines()[0] if error else ''}")
+    if report.get("failed_objects", 0) > len(report.get("failed", [])):
+        unlisted = report["failed_objects"] - len(report["failed"])
+        lines.append(f"... and {unlisted} more failed load(s): see ingest_log, status 'failed'")
+    if report.get("stopped_early"):
+        lines.append(report["stopped_early"])
     return "\n".join(lines)
 
 
@@ -555,9 +573,12 @@ def load_windows(
     """Resolve the given tables of each window, in order, until ``deadline`` (monotonic) passes.
 
     Each present object is loaded and committed on its own (``WindowLoader.load``); absent
-    objects of windows past the lateness horizon are recorded together at the end; a rejected
-    object is recorded and the next one goes on. What exists is found by listing each day's
-    prefix once.
+    objects of windows past the lateness horizon are recorded together at the end. A load
+    that fails for any other reason is on record (``rejected`` for a damaged object, else
+    ``failed``), listed in the report, and the next one goes on: one bad window never holds
+    back the others. Only when several windows in a row failed entirely does the batch stop,
+    since then the warehouse or the bucket is at fault. What exists is found by listing each
+    day's prefix once.
 
     :raises SourceObjectLate: an object is absent while its window is within the horizon.
     """
@@ -565,19 +586,27 @@ def load_windows(
     template = settings.source.key_template
     # Before the first listing: a load committed from here on found an object this batch may
     # have seen absent, and recording that absence must not replace it.
-    listed_since = warehouse_now(loader.hook)
+    listed_since = clock.warehouse_now(loader.hook)
     listed: dict[str, set[str]] = {}
     report = IngestReport()
     absent: list[tuple[SourceTable, datetime]] = []
     fully_absent: list[datetime] = []
+    failed_windows_in_a_row = 0
     for window_start, tables in windows:
         if deadline is not None and report.windows and time.monotonic() >= deadline:
+            break
+        if failed_windows_in_a_row >= _FAILED_WINDOWS_THAT_STOP_A_BATCH:
+            report.stopped_early = (
+                f"the batch stopped after {failed_windows_in_a_row} windows in a row failed to load: "
+                "look at the warehouse and the bucket first"
+            )
+            log.error(report.stopped_early)
             break
         started = time.monotonic()
         prefix = day_prefix(template, window_start)
         if prefix not in listed:
             listed[prefix] = loader.bucket.keys_under(prefix)
-        absent_here = 0
+        absent_here = failed_here = 0
         for table in tables:
             key = object_key(template, window_start, table.name)
             if key in listed[prefix]:
@@ -590,6 +619,16 @@ def load_windows(
                     continue
                 except SourceObjectMissing:
                     pass  # deleted since the listing: absent after all
+                except Exception as error:  # on record as 'failed' (WindowLoader.load); the batch goes on
+                    log.warning(
+                        "Load of %s window %s failed: %s", table.name, window_start.isoformat(), error
+                    )
+                    failed_here += 1
+                    report.failed_objects += 1
+                    if len(report.failed) < _LISTED:
+                        reason = f"{type(error).__name__}: {error}"
+                        report.failed.append([table.name, window_start.isoformat(), reason])
+                    continue
                 else:
                     report.committed += 1
                     report.rows += result.rows
@@ -601,6 +640,7 @@ def load_windows(
                 )
             absent.append((table, window_start))
             absent_here += 1
+        failed_windows_in_a_row = failed_windows_in_a_row + 1 if failed_here == len(tables) else 0
         elapsed = time.monotonic() - started
         if absent_here == len(tables):
             fully_absent.append(window_start)
@@ -624,11 +664,6 @@ def load_windows(
             report.committed += len(absent)
     report.absent_windows = len(fully_absent)
     return report
-
-
-def warehouse_now(hook: ClickHouseHook) -> str:
-    """Return the warehouse's clock (UTC, microseconds), which orders ingest_log rows."""
-    return hook.run("select_warehouse_now")[0][0]
 
 
 def source_bucket(settings: Settings) -> SourceBucket:
@@ -720,10 +755,15 @@ def ingest_window(settings: Settings, window_start: datetime, run_id: str = "", 
     """Load every table of one window (the live run's task body); return the IngestReport.
 
     :raises SourceObjectLate: an object is absent and the window is still recent.
+    :raises WindowLoadFailed: a load failed for a reason other than a damaged object, after
+        the other tables of the window were loaded; a retry loads the window again.
     """
     now = clock.now()
     with ClickHouseHook(settings.warehouse.conn_id) as hook:
         ensure_schema(hook, settings)
         loader = WindowLoader(hook, source_bucket(settings), settings)
         report = load_windows(loader, [(window_start, settings.tables)], now, run_id, try_number)
+    if report.failed_objects:
+        # The live hour has its own run: Airflow's retries try the window again soon.
+        raise WindowLoadFailed(problems(report.to_dict()))
     return report.to_dict()
