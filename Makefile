@@ -2,7 +2,8 @@
 # Both create (or reuse) the project-local virtualenv .venv and install the pinned packages.
 
 PYTHON ?= python3.11
-# Options for the script behind `make demo` or `make standalone`, e.g. ARGS="--api-port 8081".
+# Options for the script behind a target (demo, standalone, the benchmarks), e.g.
+# ARGS="--api-port 8081"; `.venv/bin/python scripts/<script>.py --help` lists them with defaults.
 ARGS ?=
 VENV := .venv
 BIN := $(VENV)/bin
@@ -26,13 +27,13 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 benchmark: $(STAMP)
-	$(BIN)/python scripts/benchmark_ingest.py
+	$(BIN)/python scripts/benchmark_ingest.py $(ARGS)
 
 benchmark-marts: $(STAMP)
-	$(BIN)/python scripts/benchmark_marts.py --history-days 1,30,365 --events-per-hour 2000
+	$(BIN)/python scripts/benchmark_marts.py $(ARGS)
 
 benchmark-catchup: $(STAMP)
-	$(BIN)/python scripts/benchmark_catchup.py
+	$(BIN)/python scripts/benchmark_catchup.py $(ARGS)
 
 standalone: $(STAMP)
 	$(BIN)/python scripts/standalone.py $(ARGS)

@@ -169,15 +169,16 @@ def max_gap_minutes(moments: list[datetime]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=local_stack.HelpFormatter)
     parser.add_argument("--hours", type=int, default=240, help="hours of history with data")
     parser.add_argument("--absent-hours", type=int, default=48, help="absent hours inside that history")
-    parser.add_argument("--events-per-hour", type=int, default=2000)
+    parser.add_argument("--events-per-hour", type=int, default=2000, help="events of each hour with data")
     parser.add_argument("--poke-interval", type=int, default=30, help="the live sensor's poke interval, s")
     parser.add_argument(
-        "--batch-seconds", type=int, default=None, help="catch-up batch budget (config default)"
+        "--batch-seconds",
+        type=int,
+        default=None,
+        help="catch-up batch budget, s; None takes catchup.batch_seconds of the config",
     )
     parser.add_argument(
         "--live-after", type=int, default=60, help="s after the start to upload the live hour"

@@ -257,9 +257,7 @@ def upload_member_sidecars(hour: datetime, gzipped: Path, s3_client) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=local_stack.HelpFormatter)
     parser.add_argument("--events", type=int, default=1_000_000, help="events of the large hour")
     parser.add_argument("--small-events", type=int, default=100_000, help="events of the small hour")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "ARG"), help=argparse.SUPPRESS)

@@ -208,10 +208,17 @@ def _label(days: int) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--history-days", type=_history_days, default=[1, 30, 365])
-    parser.add_argument("--events-per-hour", type=int, default=2000)
-    parser.add_argument("--new-hours", type=int, default=5)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=local_stack.HelpFormatter)
+    parser.add_argument(
+        "--history-days",
+        type=_history_days,
+        default="1,30,365",
+        help="days of loaded history to refresh over, one measurement each (comma-separated)",
+    )
+    parser.add_argument("--events-per-hour", type=int, default=2000, help="events of each generated hour")
+    parser.add_argument(
+        "--new-hours", type=int, default=5, help="hours loaded after the history, then refreshed"
+    )
     parser.add_argument("--step", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.step:

@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import os
 import shutil
-import subprocess
 import sys
 import time
 import traceback
@@ -34,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
 import local_stack
 
 DEMO_HOME = local_stack.PROJECT_ROOT / ".local" / "demo"
-LOG_FILE = DEMO_HOME / "airflow.log"
+LOG_NAME = "airflow.log"
 
 
 @dataclass(frozen=True)
@@ -86,10 +85,10 @@ def planned_runs(settings, hours: int) -> list[PlannedRun]:
     return runs
 
 
-def prepare_environment(endpoint_url: str) -> dict[str, str]:
-    env = local_stack.airflow_environment(DEMO_HOME / "airflow")
+def prepare_environment(endpoint_url: str, home: Path) -> dict[str, str]:
+    env = local_stack.airflow_environment(home / "airflow")
     env["AIRFLOW_CONN_CLICKSTREAM_S3"] = local_stack.s3_connection_uri(endpoint_url)
-    env["AIRFLOW_CONN_CLICKHOUSE_DEFAULT"] = local_stack.chdb_connection_uri(DEMO_HOME / "chdb")
+    env["AIRFLOW_CONN_CLICKHOUSE_DEFAULT"] = local_stack.chdb_connection_uri(home / "chdb")
     os.environ.update(env)
     return env
 
@@ -130,7 +129,7 @@ def airflow_command(*args: str, env: dict[str, str]) -> int:
     """
     print(f"\n===== airflow {' '.join(args)} =====", flush=True)
     executable = Path(sys.executable).with_name("airflow")
-    return subprocess.run([str(executable), *args], env={**os.environ, **env}, check=False).returncode
+    return local_stack.run_to_end([str(executable), *args], env={**os.environ, **env})
 
 
 def generate_source(settings, hours: int, events_per_hour: int, seed: int) -> int:
@@ -228,7 +227,7 @@ def _hour(moment: datetime) -> str:
 def demo(args: argparse.Namespace, out: TextIO) -> bool:
     """Run the demo, printing the summary to ``out``; return whether every run succeeded."""
     with local_stack.moto_server() as endpoint:
-        env = prepare_environment(endpoint)
+        env = prepare_environment(endpoint, args.home)
         from clickstream.config import get_settings
 
         settings = get_settings()
@@ -252,26 +251,26 @@ def demo(args: argparse.Namespace, out: TextIO) -> bool:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--hours", type=int, default=3)
-    parser.add_argument("--events-per-hour", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=20240410)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=local_stack.HelpFormatter)
+    parser.add_argument("--hours", type=int, default=3, help="hours to generate and load")
+    parser.add_argument("--events-per-hour", type=int, default=2000, help="events of each hour")
+    parser.add_argument("--seed", type=int, default=20240410, help="seed of the generated data")
+    parser.add_argument("--home", type=Path, default=DEMO_HOME, help="state folder, recreated on each run")
     args = parser.parse_args()
 
-    shutil.rmtree(DEMO_HOME, ignore_errors=True)
-    DEMO_HOME.mkdir(parents=True)
-    print(f"Clickstream demo on the embedded stack (moto_server + chdb), state in {DEMO_HOME}")
-    print(f"Full Airflow output: {LOG_FILE}\n", flush=True)
-    with output_to(LOG_FILE) as terminal:
+    shutil.rmtree(args.home, ignore_errors=True)
+    args.home.mkdir(parents=True)
+    log_file = args.home / LOG_NAME
+    print(f"Clickstream demo on the embedded stack (moto_server + chdb), state in {args.home}")
+    print(f"Full Airflow output: {log_file}\n", flush=True)
+    with output_to(log_file) as terminal, local_stack.interrupted_by_signals():
         try:
             succeeded = demo(args, terminal)
         except BaseException as error:
             traceback.print_exc()  # into the log; the terminal gets one line
             print(f"\nDemo stopped: {type(error).__name__}: {error}", file=terminal)
             succeeded = False
-    print(f"\nFull Airflow output: {LOG_FILE}")
+    print(f"\nFull Airflow output: {log_file}")
     if not succeeded:
         sys.exit(1)
 

@@ -6,8 +6,11 @@ reach S3 over real HTTP through the same Airflow connections production uses.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +24,57 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS_SQL_DIR = PROJECT_ROOT / "scripts" / "sql"
 # The native-protocol stand-in for a ClickHouse server: a test double, kept with the tests.
 FAKE_CLICKHOUSE_SCRIPT = PROJECT_ROOT / "tests" / "fake_clickhouse.py"
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` of the project's scripts: the module docstring as written, and every default."""
+
+
+@contextmanager
+def interrupted_by_signals() -> Iterator[None]:
+    """Turn SIGINT and SIGTERM into KeyboardInterrupt for the block, so its clean-up runs.
+
+    Also where SIGINT was ignored at start: a background job of a non-interactive shell (how
+    CI systems and supervisors start things) inherits SIGINT ignored, and Python then keeps
+    ignoring it. A supervisor's SIGTERM would otherwise end the process at once, leaving
+    what it started running.
+    """
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def run_to_end(command: list[str], env: dict[str, str], stop_timeout: float = 30.0) -> int:
+    """Run ``command`` in a process group of its own until it exits; return its exit code.
+
+    Interrupted (KeyboardInterrupt, see ``interrupted_by_signals``), it stops the whole group,
+    SIGTERM then SIGKILL after ``stop_timeout``, before the interrupt goes on.
+    """
+    process = subprocess.Popen(command, env=env, start_new_session=True)
+    try:
+        return process.wait()
+    except BaseException:
+        stop_group(process, stop_timeout)
+        raise
+
+
+def stop_group(process: subprocess.Popen, timeout: float) -> None:
+    """Stop ``process`` and its process group: SIGTERM, then SIGKILL what is left after ``timeout``."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=timeout)
+    # Whatever of the group outlived its leader, or the leader itself, ends now.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def free_port() -> int:

@@ -24,7 +24,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -250,43 +249,25 @@ def _running(process: psutil.Process) -> bool:
         return False
 
 
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Let SIGTERM stop this script like Ctrl-C does, so that the clean-up runs."""
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=local_stack.HelpFormatter)
     parser.add_argument("--hours", type=int, default=3, help="hours to generate into the bucket")
-    parser.add_argument("--events-per-hour", type=int, default=2000)
-    parser.add_argument("--home", type=Path, default=HOME, help="state folder (default: %(default)s)")
+    parser.add_argument("--events-per-hour", type=int, default=2000, help="events of each hour")
+    parser.add_argument("--home", type=Path, default=HOME, help="state folder")
     parser.add_argument("--api-port", type=int, default=API_PORT, help="UI and REST API port")
     parser.add_argument(
         "--api-host",
         default="127.0.0.1",
-        help="address the UI listens on; 0.0.0.0 for all (default: %(default)s)",
+        help="address the UI listens on; 0.0.0.0 for all",
     )
     parser.add_argument("--s3-port", type=int, default=S3_PORT, help="port of the local S3 server")
-    parser.add_argument(
-        "--parallelism", type=int, default=4, help="task slots, each a worker process (default: %(default)s)"
-    )
+    parser.add_argument("--parallelism", type=int, default=4, help="task slots, each a worker process")
     args = parser.parse_args()
 
     _require_free_port(args.api_host, args.api_port, "--api-port")
     _require_free_port("127.0.0.1", args.s3_port, "--s3-port")
     args.home.mkdir(parents=True, exist_ok=True)
-    with sigterm_as_interrupt(), local_stack.moto_server(port=args.s3_port) as endpoint:
+    with local_stack.interrupted_by_signals(), local_stack.moto_server(port=args.s3_port) as endpoint:
         env = standalone_environment(args.home, endpoint, args.api_port, args.api_host, args.parallelism)
         prepare(env, args.hours, args.events_per_hour)
         print(

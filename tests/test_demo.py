@@ -1,12 +1,17 @@
-"""The demo's output handling: the terminal gets the summary, the log file everything else."""
+"""The demo's output handling (the terminal gets the summary, the log file everything else),
+and its stop on a signal."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import local_stack
+import pytest
+from processes import ProcessTree, fresh_shell_environment, ignore_sigint
 
 # Runs in a fresh interpreter: pytest's own capture would stand in for sys.stdout here.
 PROGRAM = textwrap.dedent(
@@ -40,3 +45,42 @@ def test_child_processes_and_own_output_go_to_the_log_and_the_summary_to_the_ter
     for line in ("child stdout", "child stderr", "own stdout", "library warning"):
         assert line in logged
     assert "summary line" not in logged
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=lambda signum: signum.name)
+def test_the_demo_stops_everything_it_started_on_a_signal(tmp_path, signum):
+    """Started with SIGINT ignored, as a background job of a CI shell is, and signalled by
+    PID while an `airflow dags test` child runs: the demo says why it stopped, and neither
+    that child nor moto_server outlives it."""
+    terminal = tmp_path / "terminal.txt"
+    command = [
+        sys.executable,
+        str(local_stack.PROJECT_ROOT / "scripts" / "demo.py"),
+        *("--home", str(tmp_path / "demo"), "--hours", "1", "--events-per-hour", "20"),
+    ]
+    with terminal.open("wb") as sink:
+        process = subprocess.Popen(
+            command,
+            env=fresh_shell_environment(),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=ignore_sigint,
+        )
+    tree = ProcessTree(process)
+    try:
+        deadline = time.monotonic() + 300
+        while not any(" dags test " in f"{line} " for line in tree.commands()):
+            assert process.poll() is None, terminal.read_text()
+            assert time.monotonic() < deadline, "no `airflow dags test` within 300 s"
+            time.sleep(0.2)
+            tree.remember()
+        assert any("moto_server" in line for line in tree.commands())
+
+        process.send_signal(signum)
+
+        assert process.wait(timeout=90) == 1, terminal.read_text()
+        assert f"Demo stopped: KeyboardInterrupt: {signum.name}" in terminal.read_text()
+        assert tree.commands() == []
+    finally:
+        tree.kill_all()

@@ -11,7 +11,6 @@ Startup takes 60-90 s on two busy cores; every wait is bounded.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -30,26 +29,13 @@ import local_stack
 import psutil
 import pytest
 import standalone as standalone_script
+from processes import ProcessTree, fresh_shell_environment, ignore_sigint, running
 
 SCRIPT = local_stack.PROJECT_ROOT / "scripts" / "standalone.py"
 STARTUP_TIMEOUT = 360.0
 STOP_TIMEOUT = 120.0
 HEALTHY_COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
 TRUNCATE = "clickstream_truncate"
-
-
-def fresh_shell_environment() -> dict[str, str]:
-    """The environment of a new shell: no Airflow or bundle settings, no virtualenv on PATH."""
-    venv_bins = {Path(sys.executable).parent.resolve(), Path(sys.executable).resolve().parent}
-    path = [entry for entry in os.environ.get("PATH", "").split(os.pathsep) if entry]
-    path = [entry for entry in path if Path(entry).resolve() not in venv_bins]
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("AIRFLOW", "CLICKSTREAM")) and name not in ("PYTHONPATH", "VIRTUAL_ENV")
-    }
-    env["PATH"] = os.pathsep.join(path or [os.defpath])
-    return env
 
 
 class StandaloneRun:
@@ -59,7 +45,7 @@ class StandaloneRun:
     :param output: file receiving the script's stdout and stderr
     """
 
-    def __init__(self, home: Path, output: Path) -> None:
+    def __init__(self, home: Path, output: Path, sigint_ignored: bool = False) -> None:
         self.home = home
         self.api_port = local_stack.free_port()
         self.s3_port = local_stack.free_port()
@@ -89,15 +75,16 @@ class StandaloneRun:
                 stderr=subprocess.STDOUT,
                 # A terminal's Ctrl-C goes to the foreground process group: the script's own.
                 start_new_session=True,
+                preexec_fn=ignore_sigint if sigint_ignored else None,
             )
-        self.seen: dict[int, psutil.Process] = {}
+        self.tree = ProcessTree(self.process)
+
+    @property
+    def seen(self) -> dict[int, psutil.Process]:
+        return self.tree.seen
 
     def remember(self) -> None:
-        """Add the processes running below the script now to ``seen``."""
-        with contextlib.suppress(psutil.NoSuchProcess):
-            root = psutil.Process(self.process.pid)
-            for process in (root, *root.children(recursive=True)):
-                self.seen.setdefault(process.pid, process)
+        self.tree.remember()
 
     def text(self) -> str:
         return self.output.read_text(errors="replace")
@@ -153,28 +140,13 @@ class StandaloneRun:
         return found
 
     def leftovers(self) -> list[psutil.Process]:
-        return [process for process in self.seen.values() if _running(process)]
+        return self.tree.leftovers()
 
     def tail(self, lines: int = 60) -> str:
         return "\n".join(self.text().splitlines()[-lines:])
 
     def kill_all(self) -> None:
-        """Kill the script and everything seen below it, by PID."""
-        self.remember()
-        for process in self.leftovers():
-            with contextlib.suppress(psutil.Error):
-                process.kill()
-        psutil.wait_procs(list(self.seen.values()), timeout=30)
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=30)
-
-
-def _running(process: psutil.Process) -> bool:
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+        self.tree.kill_all()
 
 
 def _all_healthy(health: dict | None) -> dict | None:
@@ -184,15 +156,23 @@ def _all_healthy(health: dict | None) -> dict | None:
 
 
 @pytest.fixture
-def standalone(tmp_path):
-    run = StandaloneRun(tmp_path / "standalone", tmp_path / "standalone.log")
-    try:
-        yield run
-    finally:
+def start_standalone(tmp_path):
+    """Start the script (once per test); whatever it started is killed by PID at the end."""
+    runs: list[StandaloneRun] = []
+
+    def start(sigint_ignored: bool = False) -> StandaloneRun:
+        runs.append(StandaloneRun(tmp_path / "standalone", tmp_path / "standalone.log", sigint_ignored))
+        return runs[-1]
+
+    yield start
+    for run in runs:
         run.kill_all()
 
 
-def test_standalone_serves_the_api_runs_the_scheduler_and_stops_everything(standalone):
+def test_standalone_serves_the_api_runs_the_scheduler_and_stops_everything(start_standalone):
+    # Started as CI systems and supervisors start a background job: with SIGINT ignored.
+    # Ctrl-C must stop it all the same.
+    standalone = start_standalone(sigint_ignored=True)
     health = standalone.wait_for(
         lambda: _all_healthy(standalone.health()), STARTUP_TIMEOUT, "healthy API, scheduler and others"
     )
@@ -208,7 +188,7 @@ def test_standalone_serves_the_api_runs_the_scheduler_and_stops_everything(stand
         "a newer scheduler heartbeat",
     )
     [scheduler] = standalone.processes("scheduler")
-    assert _running(scheduler)
+    assert running(scheduler)
     for command in ("standalone", "dag-processor", "triggerer"):
         assert standalone.processes(command), f"no `airflow {command}` seen"
 
@@ -246,7 +226,23 @@ def test_standalone_serves_the_api_runs_the_scheduler_and_stops_everything(stand
     assert len(standalone.seen) >= 7  # script, moto_server, `airflow standalone`, four components
 
 
-def test_standalone_stops_everything_when_a_component_dies(standalone):
+def test_standalone_stops_everything_on_sigterm(start_standalone):
+    """A supervisor's SIGTERM, to the script's PID only, stops everything it started."""
+    standalone = start_standalone(sigint_ignored=True)
+    standalone.wait_for(
+        lambda: "standalone: all components run" in standalone.text(), STARTUP_TIMEOUT, "all components"
+    )
+
+    standalone.process.send_signal(signal.SIGTERM)
+
+    assert standalone.process.wait(timeout=STOP_TIMEOUT) == 0, standalone.tail()
+    assert "standalone: stopping" in standalone.text()
+    assert standalone.leftovers() == []
+    assert len(standalone.seen) >= 7
+
+
+def test_standalone_stops_everything_when_a_component_dies(start_standalone):
+    standalone = start_standalone()
     standalone.wait_for(
         lambda: "standalone: all components run" in standalone.text(), STARTUP_TIMEOUT, "all components"
     )
