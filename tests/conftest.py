@@ -107,6 +107,23 @@ def frozen_clock(monkeypatch):
     return frozen
 
 
+@pytest.fixture
+def warehouse_clock(monkeypatch) -> dict[str, timedelta]:
+    """Move the warehouse's clock as the bundle reads it (``clickstream.clock.warehouse_now``)
+    by ``["by"]``: retry delays and the age of leftovers follow it. Rows stay stamped by the
+    engine itself, so moving it forward is time passing for what was written."""
+    from clickstream import clock
+
+    shift = {"by": timedelta(0)}
+    warehouse_now = clock.warehouse_now
+
+    def shifted(hook) -> str:
+        return (datetime.fromisoformat(warehouse_now(hook)) + shift["by"]).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+    monkeypatch.setattr(clock, "warehouse_now", shifted)
+    return shift
+
+
 @pytest.fixture(scope="session")
 def airflow_db():
     """Migrate the session's metadata DB (SQLite in AIRFLOW_HOME) once; DAG runs need it."""

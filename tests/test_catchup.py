@@ -368,7 +368,7 @@ def test_a_batch_stops_at_its_time_budget_and_the_next_one_goes_on(
 
 
 def test_a_failed_window_is_tried_again_and_a_rejected_one_is_not(
-    s3_client, bucket, chdb_path, settings, monkeypatch
+    s3_client, bucket, chdb_path, settings, monkeypatch, warehouse_clock
 ):
     upload_hours(s3_client, bucket, START, 10, events_per_hour=20, seed=9)
     put_object(s3_client, bucket, START + 2 * HOUR, "device_events", b"")
@@ -389,7 +389,7 @@ def test_a_failed_window_is_tried_again_and_a_rejected_one_is_not(
             },
         )
 
-    shift_warehouse_clock(monkeypatch)["by"] = timedelta(seconds=settings.catchup.failed_window_retry_seconds)
+    warehouse_clock["by"] = timedelta(seconds=settings.catchup.failed_window_retry_seconds)
     report = run_catch_up(settings, monkeypatch, NOW)
     assert report["windows"] == 10 and report["rejected_objects"] == 1
 
@@ -415,20 +415,8 @@ class _FailingWindows:
         monkeypatch.setattr(ClickHouseHook, "load_json_lines", fail_chosen_windows)
 
 
-def shift_warehouse_clock(monkeypatch) -> dict[str, timedelta]:
-    """Let a test move the warehouse's clock, which the retry delays of failed windows follow."""
-    shift = {"by": timedelta(0)}
-    warehouse_now = clock.warehouse_now
-
-    def shifted(hook) -> str:
-        return (datetime.fromisoformat(warehouse_now(hook)) + shift["by"]).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-    monkeypatch.setattr(clock, "warehouse_now", shifted)
-    return shift
-
-
 def test_a_window_that_keeps_failing_holds_back_nothing_and_is_retried_later(
-    s3_client, bucket, chdb_path, settings, monkeypatch
+    s3_client, bucket, chdb_path, settings, monkeypatch, warehouse_clock
 ):
     """48 hours: one fails every time, one is absent. The other 46 commit in one batch, the
     absent one is recorded, the failing one is named and tried again by later batches, each
@@ -438,7 +426,6 @@ def test_a_window_that_keeps_failing_holds_back_nothing_and_is_retried_later(
     upload_hours(s3_client, bucket, START + 41 * HOUR, 7, events_per_hour=5, seed=12)
     now = START + 50 * HOUR + 30 * timedelta(minutes=1)  # history: the 48 hours from START
     failures = _FailingWindows(monkeypatch, [failing])
-    warehouse_clock = shift_warehouse_clock(monkeypatch)
     delay = timedelta(seconds=settings.catchup.failed_window_retry_seconds)
 
     first = run_catch_up(settings, monkeypatch, now)

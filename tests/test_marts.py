@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from source_objects import put_sample_window, put_table
@@ -488,6 +488,12 @@ def test_merge_ranges_joins_overlapping_and_adjacent_ranges():
     assert merge_ranges([]) == ()
 
 
+WORKING_TABLES = (
+    "SELECT name FROM system.tables WHERE database = '{db}' "
+    "AND (startsWith(name, 'marts_claimed_commits_') OR startsWith(name, 'marts_events_stage_'))"
+)
+
+
 def test_crash_before_the_watermark_is_recomputed_next_time(
     hand_built, s3_client, bucket, load, hook, settings, monkeypatch
 ):
@@ -509,13 +515,7 @@ def test_crash_before_the_watermark_is_recomputed_next_time(
 
     assert (again.mode, again.loads_applied) == (INCREMENTAL, 4)
     assert again.ranges == [[H00, "2024-05-02 01:00:00"]]
-    leftovers = rows(
-        hook,
-        settings,
-        "SELECT count() FROM system.tables WHERE database = '{db}' "
-        "AND name IN ('marts_events_stage', 'marts_claimed_commits')",
-    )
-    assert leftovers == [[0]]
+    assert rows(hook, settings, WORKING_TABLES) == [], "each refresh drops its working tables, failing or not"
     assert_equals_full_rebuild(hook, settings)
 
 
@@ -720,42 +720,81 @@ def test_rows_a_commit_hides_are_deleted_by_the_next_refresh(hand_built, load, h
     ) == [
         [str(second.version), "settled"],
         [str(third.version), "committed"],
-        [str(third.version), "started"],
+        [str(third.version), "started"],  # when it was taken, before the refresh read anything
+        [str(third.version), "started"],  # with its hours, before its rows were written
     ]
     assert_equals_full_rebuild(hook, settings)
 
 
-def test_rows_of_a_refresh_that_died_before_its_commit_stay_hidden_and_are_deleted(
-    hand_built, s3_client, bucket, load, hook, settings, monkeypatch
-):
+def _refresh_that_stops_before_its_commit(hook, settings, monkeypatch, killed: bool) -> str:
+    """Run a refresh that stops at its commit; return its version. ``killed``: it also
+    cannot record itself abandoned nor drop its working tables, as when its process dies."""
     from clickstream import marts
 
+    record = marts._record
+
+    def stop_at_commit(hook_, settings_, version, status, *args, **kwargs):
+        if status == marts.COMMITTED or (killed and status == marts.ABANDONED):
+            raise RuntimeError("stopped before the commit")
+        record(hook_, settings_, version, status, *args, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(marts, "_record", stop_at_commit)
+        if killed:
+            patched.setattr(marts, "_drop_working_table", lambda *args: None)
+        with pytest.raises(RuntimeError, match="stopped before the commit"):
+            refresh(hook, settings)
+    [[stopped]] = rows(
+        hook, settings, "SELECT toString(max(version)) FROM {db}.marts_versions WHERE status = 'started'"
+    )
+    return stopped
+
+
+def test_rows_of_a_refresh_that_failed_before_its_commit_stay_hidden_and_the_next_deletes_them(
+    hand_built, s3_client, bucket, load, hook, settings, monkeypatch
+):
     refresh(hook, settings)
     before = table_checksums(hook, settings)
     put_window(s3_client, bucket, W3, [D1])
     load(W3)
-    record = marts._record
 
-    def die_at_commit(hook_, settings_, version, status, *args, **kwargs):
-        if status == marts.COMMITTED:
-            raise RuntimeError("killed before the commit")
-        record(hook_, settings_, version, status, *args, **kwargs)
-
-    with monkeypatch.context() as patched:
-        patched.setattr(marts, "_record", die_at_commit)
-        with pytest.raises(RuntimeError):
-            refresh(hook, settings)
-    [[dead]] = rows(
-        hook, settings, "SELECT toString(max(version)) FROM {db}.marts_versions WHERE status = 'started'"
-    )
+    failed = _refresh_that_stops_before_its_commit(hook, settings, monkeypatch, killed=False)
 
     assert table_checksums(hook, settings) == before
-    assert storage_rows(hook, settings, "mart_hourly_events", f"version = {dead}") > 0
+    assert storage_rows(hook, settings, "mart_hourly_events", f"version = {failed}") > 0
+    assert rows(hook, settings, WORKING_TABLES) == [], "a failing refresh drops its working tables"
 
     again = refresh(hook, settings)
 
     assert (again.mode, again.loads_applied) == (INCREMENTAL, 4)
-    assert all(storage_rows(hook, settings, mart, f"version = {dead}") == 0 for mart in MARTS)
+    assert all(storage_rows(hook, settings, mart, f"version = {failed}") == 0 for mart in MARTS)
+    assert_equals_full_rebuild(hook, settings)
+
+
+def test_rows_of_a_refresh_killed_before_its_commit_are_deleted_once_it_is_twice_its_deadline_old(
+    hand_built, s3_client, bucket, load, hook, settings, monkeypatch, warehouse_clock
+):
+    refresh(hook, settings)
+    before = table_checksums(hook, settings)
+    put_window(s3_client, bucket, W3, [D1])
+    load(W3)
+
+    killed = _refresh_that_stops_before_its_commit(hook, settings, monkeypatch, killed=True)
+
+    assert table_checksums(hook, settings) == before
+    again = refresh(hook, settings)
+
+    assert (again.mode, again.loads_applied) == (INCREMENTAL, 4)
+    # Within twice the deadline the version might be a refresh that is still writing.
+    assert storage_rows(hook, settings, "mart_hourly_events", f"version = {killed}") > 0
+    assert len(rows(hook, settings, WORKING_TABLES)) == 2, "the killed refresh's claimed commits and stage"
+
+    warehouse_clock["by"] = timedelta(seconds=2 * settings.marts.refresh_deadline_seconds + 60)
+    load(W3)
+    refresh(hook, settings)
+
+    assert all(storage_rows(hook, settings, mart, f"version = {killed}") == 0 for mart in MARTS)
+    assert rows(hook, settings, WORKING_TABLES) == [], "the killed refresh's working tables are dropped"
     assert_equals_full_rebuild(hook, settings)
 
 

@@ -8,7 +8,7 @@ allows one open data path per process, so every hook is closed before a DAG runs
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -58,6 +58,8 @@ MART_TABLES = frozenset(
     }
 )
 SCOPE_TABLES = {"all": RAW_TABLES | MART_TABLES, "raw": RAW_TABLES, "marts": MART_TABLES}
+# Never emptied: each truncate adds a fence before and after it empties (see truncate.py).
+FENCES = "truncations"
 SCOPES = [pytest.param(scope, id=scope) for scope in ("all", "raw", "marts")]
 
 
@@ -118,9 +120,12 @@ def load_windows(hook: ClickHouseHook, settings) -> None:
             loader.load(table, window_start)
 
 
-def emptied(before: dict[str, int], scope: str) -> dict[str, int]:
-    """The counts expected after ``scope`` is emptied: its tables at 0, the rest unchanged."""
-    return {name: 0 if name in SCOPE_TABLES[scope] else rows for name, rows in before.items()}
+def emptied(before: dict[str, int], scope: str, truncates: int = 1) -> dict[str, int]:
+    """The counts expected after ``scope`` is emptied ``truncates`` times: its tables at 0,
+    two fences more per truncate, the rest unchanged."""
+    counts = {name: 0 if name in SCOPE_TABLES[scope] else rows for name, rows in before.items()}
+    counts[FENCES] += 2 * truncates
+    return counts
 
 
 @pytest.fixture
@@ -141,9 +146,9 @@ def before(settings, s3_client, bucket) -> Snapshot:
         state = snapshot(hook, settings)
     # Every product table holds rows, so "emptied" and "unchanged" can be told apart; but
     # the marts' queue, which the refresh has just emptied by applying every commit in it.
-    assert set(state.counts) == SCOPE_TABLES["all"]
+    assert set(state.counts) == SCOPE_TABLES["all"] | {FENCES}
     assert all(state.counts[name] > 0 for name in SCOPE_TABLES["all"] - {PENDING_COMMITS}), state.counts
-    assert state.counts[PENDING_COMMITS] == 0
+    assert state.counts[PENDING_COMMITS] == state.counts[FENCES] == 0
     # Each load writes its started row and its commit row.
     assert state.counts["ingest_log"] == 2 * len(WINDOWS) * len(settings.tables)
     return state
@@ -360,7 +365,7 @@ def test_dag_empties_all_spares_other_tables_and_a_second_run_is_a_no_op(before,
         for table in truncate.owned_tables(settings, "all")
     ]
     with ClickHouseHook() as hook:
-        assert row_counts(hook) == {**emptied(before.counts, "all"), "analyst_notes": 3}
+        assert row_counts(hook) == {**emptied(before.counts, "all", truncates=2), "analyst_notes": 3}
         assert row_counts(hook, "sandbox") == {"ingest_log": 2}
 
 
@@ -380,14 +385,15 @@ def test_after_all_reloading_and_refreshing_gives_the_same_marts_and_raw_data(be
     assert set(after.marts) == set(MARTS)
     assert after.marts == before.marts
     assert after.raw == before.raw
-    assert after.counts == before.counts
+    assert after.counts == {**before.counts, FENCES: 2}
 
 
 def test_after_raw_the_next_refresh_rebuilds_empty_marts_then_a_reload_restores_them(before, settings):
     with ClickHouseHook() as hook:
         truncate.truncate(hook, settings, "raw", dry_run=False)
         assert watermark_is_empty(hook, settings)
-        assert table_checksums(hook, settings) == before.marts  # the marts still hold rows
+        # The fence hides every version at once: the marts equal a rebuild of empty raw tables.
+        assert table_checksums(hook, settings) == {mart: "0:0" for mart in MARTS}
 
         emptied_marts = refresh(hook, settings)
         marts_after_refresh = table_checksums(hook, settings)
@@ -417,4 +423,4 @@ def test_after_marts_the_next_refresh_rebuilds_them_from_the_raw_tables(before, 
         after = snapshot(hook, settings)
 
     assert (result.mode, result.loads_applied) == (FULL, len(WINDOWS) * len(settings.tables))
-    assert after == before
+    assert after == replace(before, counts={**before.counts, FENCES: 2})

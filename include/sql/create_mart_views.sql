@@ -10,7 +10,9 @@ USE {database:Identifier};
 --   settled_version  rows up to it are each the only version of their hour;
 --   pending_versions the committed versions after it, with their hour ranges: in those
 --                    hours the newest of them wins.
--- A mart view reads this once per use, so a query sees one commit for all its hours.
+-- Only versions after the newest truncate fence count: a refresh a truncate overtook
+-- writes nothing anyone sees. A mart view reads this once per use, so a query sees one
+-- commit for all its hours.
 CREATE OR REPLACE VIEW marts_visibility AS
 SELECT
     maxIf(version, status = 'committed' AND kind = 'full') AS base_version,
@@ -19,7 +21,8 @@ SELECT
         pending -> pending.1 > settled_version,
         groupArrayIf((version, ranges), status = 'committed')
     )) AS pending_versions
-FROM marts_versions;
+FROM marts_versions
+WHERE version > (SELECT max(fence) FROM truncations WHERE scope = 'marts');
 
 -- Each mart: a row of <mart>_versions is visible when its version is not older than the
 -- base and it is the newest committed version of its hour (a settled row unless a pending

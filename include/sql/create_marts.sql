@@ -91,7 +91,10 @@ SETTINGS enable_block_number_column = 1, enable_block_offset_column = 1;
 --   committed - the commit: from this row on, the version's rows are what readers see for
 --               its hours (kind 'full': for every hour, older versions are hidden);
 --   settled   - the rows this version hid, and any uncommitted leftovers older than it,
---               are deleted: rows up to this version need no per-hour check any more.
+--               are deleted: rows up to this version need no per-hour check any more;
+--   abandoned - the refresh failed before its commit: its rows are leftovers at once.
+-- A version is on record as started (without hours) from the moment it is taken, before
+-- the refresh reads anything, so overlapping refreshes see it in flight.
 CREATE TABLE IF NOT EXISTS marts_versions
 (
     version UInt64,
@@ -106,17 +109,22 @@ ORDER BY (version, status)
 SETTINGS enable_block_number_column = 1, enable_block_offset_column = 1;
 
 -- One row per commit (ingest_log row with status loaded/skipped) the marts reflect.
--- Empty means "never built, or the raw layer was reset": the next refresh rebuilds in full.
--- Only written and counted, never scanned: pending commits come from marts_pending_commits.
+-- No row after the newest truncate fence means "never built, or reset": the next refresh
+-- rebuilds in full. Only written and counted: pending commits come from marts_pending_commits.
 CREATE TABLE IF NOT EXISTS marts_applied_loads
 (
     load_id UUID,
     table_name LowCardinality(String),
     window_start DateTime('UTC'),
-    applied_at DateTime64(6, 'UTC')
+    applied_at DateTime64(6, 'UTC'),
+    version UInt64
 )
 ENGINE = MergeTree
 ORDER BY (table_name, window_start, load_id);
+
+-- Watermarks written before versions were recorded in them count as version 0: the first
+-- refresh after the upgrade rebuilds the marts in full once.
+ALTER TABLE marts_applied_loads ADD COLUMN IF NOT EXISTS version UInt64;
 
 -- Commits the marts do not reflect yet: a queue filled by the materialized view below as
 -- each commit row is inserted into ingest_log, emptied by the refresh that applies them. A

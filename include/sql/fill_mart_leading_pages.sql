@@ -25,12 +25,12 @@ WITH
                 ),
                 event_timestamp - toIntervalHour({lookback_hours:UInt32})
             ) AS journey_start
-        FROM {database:Identifier}.marts_events_stage
+        FROM {database:Identifier}.{stage:Identifier}
         WHERE page_url_path = {purchase_page_path:String}
     )
 SELECT p.hour, {version:UInt64}, e.page_url, p.browser_name, p.device_type, uniqExact(p.event_id)
 FROM purchases AS p
-INNER JOIN {database:Identifier}.marts_events_stage AS e ON e.click_id = p.click_id
+INNER JOIN {database:Identifier}.{stage:Identifier} AS e ON e.click_id = p.click_id
 WHERE arrayExists(r -> p.hour >= r.1 AND p.hour < r.2, ranges)
   AND e.event_timestamp > p.journey_start
   AND e.event_timestamp < p.event_timestamp

@@ -7,6 +7,6 @@ WITH JSONExtract({hour_ranges:String}, 'Array(Tuple(DateTime(\'UTC\'), DateTime(
 SELECT
     hour, {version:UInt64}, geo_country, geo_region_name,
     count(), uniqExactIfState(user_domain_id, user_domain_id != '')
-FROM {database:Identifier}.marts_events_stage
+FROM {database:Identifier}.{stage:Identifier}
 WHERE page_url_path = {purchase_page_path:String} AND arrayExists(r -> hour >= r.1 AND hour < r.2, ranges)
 GROUP BY hour, geo_country, geo_region_name;

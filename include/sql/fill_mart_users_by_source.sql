@@ -7,6 +7,6 @@ WITH JSONExtract({hour_ranges:String}, 'Array(Tuple(DateTime(\'UTC\'), DateTime(
 SELECT
     hour, {version:UInt64}, utm_source, utm_medium, utm_campaign,
     count(), uniqExactIfState(user_domain_id, user_domain_id != '')
-FROM {database:Identifier}.marts_events_stage
+FROM {database:Identifier}.{stage:Identifier}
 WHERE arrayExists(r -> hour >= r.1 AND hour < r.2, ranges)
 GROUP BY hour, utm_source, utm_medium, utm_campaign;

@@ -16,12 +16,13 @@
 --   the same hour count once: the smallest (window_start, values...) tuple wins. The
 --   choice depends only on that hour's rows, so any chunking gives the same marts.
 --
--- Parameters: hour_ranges (JSON [["from", "to"], ...] of UTC hours), lookback_hours.
+-- Parameters: stage (the refresh's own working table, so refreshes never share one),
+-- hour_ranges (JSON [["from", "to"], ...] of UTC hours), lookback_hours.
 USE {database:Identifier};
 
-DROP TABLE IF EXISTS marts_events_stage;
+DROP TABLE IF EXISTS {stage:Identifier};
 
-CREATE TABLE marts_events_stage
+CREATE TABLE {stage:Identifier}
 (
     event_id UUID,
     window_start DateTime('UTC'),
@@ -42,7 +43,7 @@ CREATE TABLE marts_events_stage
 ENGINE = MergeTree
 ORDER BY (click_id, event_timestamp, event_id);
 
-INSERT INTO marts_events_stage
+INSERT INTO {stage:Identifier}
 WITH
     JSONExtract({hour_ranges:String}, 'Array(Tuple(DateTime(\'UTC\'), DateTime(\'UTC\')))') AS ranges,
     toIntervalHour({lookback_hours:UInt32}) AS lookback,

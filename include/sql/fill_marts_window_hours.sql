@@ -9,7 +9,7 @@ SELECT
     window_start
 FROM {database:Identifier}.ingest_log
 WHERE table_name = 'browser_events'
-  AND window_start IN (SELECT window_start FROM {database:Identifier}.marts_claimed_commits)
-  AND load_id IN (SELECT load_id FROM {database:Identifier}.marts_claimed_commits)
+  AND window_start IN (SELECT window_start FROM {database:Identifier}.{claimed:Identifier})
+  AND load_id IN (SELECT load_id FROM {database:Identifier}.{claimed:Identifier})
   AND status = 'loaded'
   AND rows > 0;

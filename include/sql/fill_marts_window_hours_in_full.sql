@@ -1,9 +1,8 @@
--- For a full rebuild, into the emptied index: the event hours of every browser_events load
--- of ingest_log, one row per hour of each load's event-time span and its window. Only
--- refreshes read the index and they never overlap, so emptying it first hides nothing.
+-- For a full rebuild: the event hours of every browser_events load of ingest_log, one row
+-- per hour of each load's event-time span and its window. Added to what the index holds,
+-- never emptied first: another refresh may be reading it (a superset costs a read of a
+-- window, never a wrong result; a truncate empties it).
 USE {database:Identifier};
-
-TRUNCATE TABLE marts_window_hours;
 
 INSERT INTO marts_window_hours (hour, window_start)
 SELECT

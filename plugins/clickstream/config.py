@@ -104,6 +104,7 @@ class MartSettings:
     chunk_hours: int
     retries: int
     retry_delay_seconds: int
+    refresh_deadline_seconds: int
 
 
 @dataclass(frozen=True)
@@ -285,6 +286,7 @@ def parse_settings(raw: dict) -> Settings:
             chunk_hours=_positive(marts, "chunk_hours", "marts"),
             retries=int(_require(marts, "retries", "marts")),
             retry_delay_seconds=int(_require(marts, "retry_delay_seconds", "marts")),
+            refresh_deadline_seconds=_positive(marts, "refresh_deadline_seconds", "marts"),
         ),
         tables=_parse_tables(_require(raw, "tables", "config")),
     )

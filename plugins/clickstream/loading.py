@@ -138,9 +138,11 @@ _ALL_WINDOWS = {"from_window": "1970-01-01 00:00:00", "to_window": "2106-02-07 0
 
 
 def ensure_schema(hook: ClickHouseHook, settings: Settings) -> None:
-    """Create the database, the ingest log and every source table that does not exist yet."""
+    """Create the database, the truncate fences, the ingest log and every source table that
+    does not exist yet."""
     database = {"database": settings.warehouse.database}
     hook.run("create_database", database)
+    hook.run("create_truncations", database)
     hook.run("create_ingest_log", database)
     for table in settings.tables:
         hook.run(f"create_{table.name}", database)

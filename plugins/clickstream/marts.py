@@ -6,7 +6,7 @@ committed version covering it (``include/sql/create_marts.sql``, ``create_mart_v
 The marts work from durable state, never from Asset events alone. A refresh
 
 1. claims the queue ``marts_pending_commits`` (a materialized view adds every commit row of
-   ``ingest_log`` to it) into ``marts_claimed_commits``: the commits it applies. Reading
+   ``ingest_log`` to it) into a table of its own: the commits it applies. Reading
    the queue costs what changed, whatever the length of the history;
 2. takes the event hours their windows touch (the window's event-time span over all its
    browser_events loads, old ones included, read by primary key), widened by one hour and
@@ -26,8 +26,22 @@ The marts work from durable state, never from Asset events alone. A refresh
 
 An empty watermark (first run, or after a truncate) means a full rebuild: the same steps
 over every hour with an event, as a version of kind ``full``, which hides every older row.
-Refreshes must not run concurrently (the marts DAG runs one at a time); every SQL text lives
-in ``include/sql``.
+
+Refreshes may overlap (a manual rebuild beside a scheduled refresh, an attempt the
+scheduler lost track of beside its retry), and a truncate may come in the middle of one;
+the warehouse keeps them apart, not Airflow:
+
+* each refresh has working tables of its own (claimed commits, staged events);
+* the newest committed version wins in each hour, so of two overlapping refreshes the later
+  one is what readers see; commits neither applied stay queued for the next refresh;
+* a refresh commits only within ``marts.refresh_deadline_seconds`` of its start, and the
+  clean-up deletes what an uncommitted version left only once it is twice as old, so it never
+  deletes rows a live refresh still writes; nor does it settle past a live refresh's version;
+* a truncate writes a fence (``truncations``) above every running refresh's version: what
+  those refreshes write afterwards is invisible and leaves the watermark empty, so the next
+  refresh rebuilds in full from what is left. A fenced refresh fails, saying so.
+
+Every SQL text lives in ``include/sql``.
 """
 
 from __future__ import annotations
@@ -36,11 +50,14 @@ import ctypes
 import json
 import logging
 import time
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
 
+from clickstream import clock
 from clickstream.config import Settings
 from clickstream.loading import ensure_schema
 from clickstream.warehouse import ClickHouseHook
@@ -56,9 +73,8 @@ MARTS = (
 )
 FULL = "full"
 INCREMENTAL = "incremental"
-STARTED, COMMITTED, SETTLED = "started", "committed", "settled"
+STARTED, COMMITTED, SETTLED, ABANDONED = "started", "committed", "settled", "abandoned"
 QUEUE = "marts_pending_commits"
-CLAIMED = "marts_claimed_commits"
 WINDOW_INDEX = "marts_window_hours"
 WATERMARK = "marts_applied_loads"
 _HOUR_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -97,6 +113,28 @@ class Version:
     status: str
     kind: str
     ranges: tuple[HourRange, ...]
+    age_seconds: int = 0
+
+
+class MartsRefreshFenced(RuntimeError):
+    """A truncate came while the refresh ran: nothing it wrote is visible; the next rebuilds."""
+
+
+class MartsRefreshDeadlineExceeded(RuntimeError):
+    """The refresh ran past ``marts.refresh_deadline_seconds`` and did not commit."""
+
+
+@dataclass(frozen=True)
+class _WorkingTables:
+    """A refresh's own working tables, so that overlapping refreshes never share one."""
+
+    claimed: str
+    stage: str
+
+    @classmethod
+    def new(cls) -> _WorkingTables:
+        suffix = uuid.uuid4().hex[:16]
+        return cls(claimed=f"marts_claimed_commits_{suffix}", stage=f"marts_events_stage_{suffix}")
 
 
 @dataclass(frozen=True)
@@ -288,14 +326,44 @@ def _record(
     )
 
 
-def _write_version(
-    hook: ClickHouseHook, settings: Settings, kind: str, ranges: tuple[HourRange, ...], commits: int
-) -> tuple[int, int]:
-    """Recompute ``ranges`` chunk by chunk under a new version and commit it.
+def _next_version(hook: ClickHouseHook, settings: Settings) -> int:
+    return int(hook.run("select_marts_next_version", _database(settings))[0][0])
 
-    :return: the version and the number of chunks.
+
+def _check_may_commit(hook: ClickHouseHook, settings: Settings, version: int, started: float) -> None:
+    """Raise unless ``version`` may still commit: no truncate fenced it off, and the refresh
+    is within its deadline (past it, a later refresh may count it as dead)."""
+    fence = int(hook.run("select_marts_fence", _database(settings))[0][0])
+    if version <= fence:
+        raise MartsRefreshFenced(
+            f"a truncate (fence {fence}) came while refresh version {version} ran: nothing it wrote "
+            "is visible, and the next refresh rebuilds the marts in full from what is left"
+        )
+    elapsed = time.monotonic() - started
+    deadline = settings.marts.refresh_deadline_seconds
+    if elapsed > deadline:
+        raise MartsRefreshDeadlineExceeded(
+            f"refresh version {version} took {elapsed:.0f} s, longer than marts.refresh_deadline_seconds "
+            f"({deadline}); it did not commit, the marts keep their previous content"
+        )
+
+
+def _write_version(
+    hook: ClickHouseHook,
+    settings: Settings,
+    tables: _WorkingTables,
+    kind: str,
+    ranges: tuple[HourRange, ...],
+    commits: int,
+    version: int,
+    started: float,
+) -> int:
+    """Recompute ``ranges`` chunk by chunk under ``version`` and commit it.
+
+    :return: the number of chunks.
+    :raises MartsRefreshFenced: a truncate came meanwhile; the version did not commit.
+    :raises MartsRefreshDeadlineExceeded: past the deadline; the version did not commit.
     """
-    version = int(hook.run("select_marts_next_version", _database(settings))[0][0])
     # Recorded before any row, so that the rows of a refresh that dies before its commit
     # can be found (by version and hours) and deleted.
     _record(hook, settings, version, STARTED, kind, ranges, commits)
@@ -303,6 +371,7 @@ def _write_version(
     for number, chunk in enumerate(chunks, start=1):
         params = {
             **_database(settings),
+            "stage": tables.stage,
             "version": version,
             "hour_ranges": json.dumps([list(pair) for pair in chunk]),
             "lookback_hours": settings.marts.journey_lookback_hours,
@@ -314,36 +383,52 @@ def _write_version(
             hook.run(f"fill_{mart}", params)
         _return_freed_memory()
         log.info("Version %d: chunk %d of %d written (%d hours)", version, number, len(chunks), _hours(chunk))
-    hook.run("drop_marts_events_stage", _database(settings))
+    _drop_working_table(hook, settings, tables.stage)
+    _check_may_commit(hook, settings, version, started)
     _record(hook, settings, version, COMMITTED, kind, ranges, commits)
-    return version, len(chunks)
+    return len(chunks)
 
 
-def _apply(hook: ClickHouseHook, settings: Settings, commits_table: str) -> None:
-    """Record the claimed commits in the watermark, then take them out of the queue."""
-    hook.run("insert_marts_applied_loads", {**_database(settings), "commits": commits_table})
-    hook.run("delete_marts_pending_commits", _database(settings))
-    hook.run("drop_marts_claimed_commits", _database(settings))
+def _apply(
+    hook: ClickHouseHook, settings: Settings, tables: _WorkingTables, commits_table: str, version: int
+) -> None:
+    """Record the commits of ``commits_table`` in the watermark under ``version``, then take
+    the claimed ones out of the queue."""
+    hook.run(
+        "insert_marts_applied_loads", {**_database(settings), "commits": commits_table, "version": version}
+    )
+    hook.run("delete_marts_pending_commits", {**_database(settings), "claimed": tables.claimed})
+    _drop_working_table(hook, settings, tables.claimed)
 
 
 def _versions(hook: ClickHouseHook, settings: Settings) -> list[Version]:
     return [
-        Version(int(version), status, kind, tuple((start, end) for start, end in ranges))
-        for version, status, kind, ranges in hook.run("select_marts_versions", _database(settings))
+        Version(int(version), status, kind, tuple((start, end) for start, end in ranges), int(age))
+        for version, status, kind, ranges, age in hook.run(
+            "select_marts_versions", {**_database(settings), "now": clock.warehouse_now(hook)}
+        )
     ]
+
+
+def _dead_after_seconds(settings: Settings) -> int:
+    # A refresh gives up at its deadline; at twice that, what it left belongs to a dead one.
+    return 2 * settings.marts.refresh_deadline_seconds
 
 
 def collect_garbage(hook: ClickHouseHook, settings: Settings, current: int) -> int | None:
     """Delete the rows that no reader can see any more, then settle; return the settled version.
 
     The versions committed before ``current`` and not settled yet hid older rows: those of
-    their hours (or, for a full rebuild, all older rows). Versions recorded as started but
-    never committed (a refresh that died) left invisible rows in their hours. All of them
-    are deleted, hours and versions given, then the newest such commit is settled: its row
-    in ``marts_versions`` tells the views that rows up to it are each the only version of
+    their hours (or, for a full rebuild, all older rows). Versions that never committed,
+    abandoned by a refresh that failed or started twice ``marts.refresh_deadline_seconds``
+    ago (a refresh that was killed), left invisible rows in their hours, and a killed one
+    its working tables. All of them are deleted, hours
+    and versions given, then the newest such commit is settled: its row in
+    ``marts_versions`` tells the views that rows up to it are each the only version of
     their hour, and the rows before it are deleted. Rows hidden by ``current`` itself wait
     for the next refresh, so that a query that began under the previous commit still
-    finds what it saw.
+    finds what it saw. A version still being written by another refresh is left alone, and
+    nothing at or above it is settled: it may still commit.
 
     Idempotent: a crash anywhere here leaves work that the next refresh does again.
 
@@ -355,10 +440,17 @@ def collect_garbage(hook: ClickHouseHook, settings: Settings, current: int) -> i
     versions = _versions(hook, settings)
     settled = max((v.version for v in versions if v.status == SETTLED), default=0)
     committed = {v.version: v for v in versions if v.status == COMMITTED}
-    to_settle = sorted(number for number in committed if settled < number < current)
+    abandoned = {v.version for v in versions if v.status == ABANDONED}
+    uncommitted = [v for v in versions if v.status == STARTED and v.version not in committed]
+    dead_after = _dead_after_seconds(settings)
     leftovers = [
-        v for v in versions if v.status == STARTED and v.version not in committed and v.version < current
+        v
+        for v in uncommitted
+        if v.version < current and (v.version in abandoned or v.age_seconds > dead_after)
     ]
+    in_flight = [v.version for v in uncommitted if v.version not in abandoned and v.age_seconds <= dead_after]
+    settle_below = min([current, *in_flight])
+    to_settle = sorted(number for number in committed if settled < number < settle_below)
     hidden_before = max((number for number in to_settle if committed[number].kind == FULL), default=0)
     rules = [
         (start, end, 0, number)
@@ -375,12 +467,32 @@ def collect_garbage(hook: ClickHouseHook, settings: Settings, current: int) -> i
             hook.run("delete_mart_hidden_rows", {**table, "rules": json.dumps(rules)})
     if leftovers:
         log.info("Deleted the rows of versions that never committed: %s", [v.version for v in leftovers])
+    _drop_dead_working_tables(hook, settings)
     if not to_settle:
         return None
     newest = committed[to_settle[-1]]
     _record(hook, settings, newest.version, SETTLED, newest.kind, newest.ranges)
     hook.run("delete_marts_versions", {**_database(settings), "settled": newest.version})
     return newest.version
+
+
+def _drop_dead_working_tables(hook: ClickHouseHook, settings: Settings) -> None:
+    dead = hook.run(
+        "select_marts_working_tables",
+        {
+            "database": settings.warehouse.database,
+            "older_than_seconds": _dead_after_seconds(settings),
+            "now": clock.warehouse_now(hook),
+        },
+    )
+    for (name,) in dead:
+        _drop_working_table(hook, settings, name)
+    if dead:
+        log.info("Dropped the working tables of refreshes that died: %s", [name for (name,) in dead])
+
+
+def _drop_working_table(hook: ClickHouseHook, settings: Settings, name: str) -> None:
+    hook.run("drop_marts_working_table", {**_database(settings), "table": name})
 
 
 def _result(mode: str, ranges: tuple[HourRange, ...], loads: int, version: int, chunks: int, started: float):
@@ -401,17 +513,17 @@ def _data_ranges(hook: ClickHouseHook, settings: Settings) -> tuple[HourRange, .
     return merge_ranges((first, _format_hour(_parse_hour(last) + _HOUR)) for first, last in spans)
 
 
-def _full_rebuild(hook: ClickHouseHook, settings: Settings, started: float) -> RefreshResult:
-    hook.run("fill_marts_claimed_commits", _database(settings))
+def _full_rebuild(
+    hook: ClickHouseHook, settings: Settings, tables: _WorkingTables, version: int, started: float
+) -> RefreshResult:
+    hook.run("fill_marts_claimed_commits", {**_database(settings), "claimed": tables.claimed})
     hook.run("fill_marts_window_hours_in_full", _database(settings))
     commits = int(hook.run("select_marts_commit_count", _database(settings))[0][0])
     ranges = _data_ranges(hook, settings)
-    version, chunks = _write_version(hook, settings, FULL, ranges, commits)
+    chunks = _write_version(hook, settings, tables, FULL, ranges, commits, version, started)
     # Every commit of ingest_log enters the watermark; the queue loses only what this
     # rebuild claimed, so commits that landed while it ran are applied again next time.
-    hook.run("insert_marts_applied_loads", {**_database(settings), "commits": "ingest_log"})
-    hook.run("delete_marts_pending_commits", _database(settings))
-    hook.run("drop_marts_claimed_commits", _database(settings))
+    _apply(hook, settings, tables, "ingest_log", version)
     collect_garbage(hook, settings, version)
     result = _result(FULL, ranges, commits, version, chunks, started)
     log.info(
@@ -433,7 +545,28 @@ def full_rebuild(hook: ClickHouseHook, settings: Settings) -> RefreshResult:
     """
     started = time.monotonic()
     ensure_marts_schema(hook, settings)
-    return _full_rebuild(hook, settings, started)
+    with _claimed_version(hook, settings) as (version, tables):
+        return _full_rebuild(hook, settings, tables, version, started)
+
+
+@contextmanager
+def _claimed_version(hook: ClickHouseHook, settings: Settings) -> Iterator[tuple[int, _WorkingTables]]:
+    """Take a new version and working tables, and put the version on record as started before
+    anything is read, so that a truncate from here on fences it off and other refreshes see it
+    in flight. A refresh that fails records its version as abandoned, for the next refresh to
+    delete its rows, and drops its working tables; one that is killed cannot, and what it left
+    is cleaned up once it is twice ``marts.refresh_deadline_seconds`` old."""
+    version = _next_version(hook, settings)
+    tables = _WorkingTables.new()
+    _record(hook, settings, version, STARTED, "", ())
+    try:
+        yield version, tables
+    except BaseException:
+        with suppress(Exception):
+            _record(hook, settings, version, ABANDONED, "", ())
+            for name in (tables.claimed, tables.stage):
+                _drop_working_table(hook, settings, name)
+        raise
 
 
 def refresh(hook: ClickHouseHook, settings: Settings) -> RefreshResult:
@@ -447,18 +580,33 @@ def refresh(hook: ClickHouseHook, settings: Settings) -> RefreshResult:
     """
     started = time.monotonic()
     ensure_marts_schema(hook, settings)
+    with _claimed_version(hook, settings) as (version, tables):
+        return _refresh(hook, settings, tables, version, started)
+
+
+def _refresh(
+    hook: ClickHouseHook, settings: Settings, tables: _WorkingTables, version: int, started: float
+) -> RefreshResult:
     if watermark_is_empty(hook, settings):
         log.info("The marts' watermark is empty: rebuilding in full")
-        return _full_rebuild(hook, settings, started)
-    hook.run("fill_marts_claimed_commits", _database(settings))
-    claimed = _changes(hook, settings, CLAIMED)
-    version = chunks = 0
+        return _full_rebuild(hook, settings, tables, version, started)
+    hook.run("fill_marts_claimed_commits", {**_database(settings), "claimed": tables.claimed})
+    claimed = _changes(hook, settings, tables.claimed)
+    chunks = 0
     if claimed.ranges:
-        hook.run("fill_marts_window_hours", _database(settings))
-        version, chunks = _write_version(hook, settings, INCREMENTAL, claimed.ranges, len(claimed.changes))
-    _apply(hook, settings, CLAIMED)
-    if version:
+        hook.run("fill_marts_window_hours", {**_database(settings), "claimed": tables.claimed})
+        chunks = _write_version(
+            hook, settings, tables, INCREMENTAL, claimed.ranges, len(claimed.changes), version, started
+        )
+    else:
+        # Nothing to recompute: an empty commit, so that the version is not in flight.
+        _check_may_commit(hook, settings, version, started)
+        _record(hook, settings, version, COMMITTED, INCREMENTAL, (), len(claimed.changes))
+    _apply(hook, settings, tables, tables.claimed, version)
+    if chunks:
         collect_garbage(hook, settings, version)
+    else:
+        version = 0
     result = _result(INCREMENTAL, claimed.ranges, len(claimed.changes), version, chunks, started)
     log.info(
         "Refreshed the marts: %d commits applied, %d hours recomputed in %s as version %d, %.1f s",

@@ -3,6 +3,11 @@
 The tables come from the project's own SQL: every ``CREATE TABLE IF NOT EXISTS`` of a
 ``create_*.sql`` file. Nothing else in the database is ever touched, and tables are
 emptied, never dropped, so the DAGs keep working right after.
+
+A truncate may come while refreshes run: every scope resets the marts, so it writes a fence
+above every running refresh's version before it empties anything, and again after (for a
+refresh that started in between). What a fenced refresh writes stays invisible and leaves
+the watermark empty: the next refresh rebuilds the marts in full from what is left.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import re
 from dataclasses import asdict, dataclass
 
 from clickstream.config import SQL_DIR, Settings
+from clickstream.marts import ensure_marts_schema
 from clickstream.warehouse import ClickHouseHook
 
 log = logging.getLogger(__name__)
@@ -87,6 +93,9 @@ def truncate(hook: ClickHouseHook, settings: Settings, scope: str, dry_run: bool
             "select_existing_tables", {"database": database, "tables": json.dumps(tables)}
         )
     }
+    if not dry_run:
+        ensure_marts_schema(hook, settings)
+        _fence_marts(hook, settings)
     report = []
     for table in tables:
         if table not in existing:
@@ -100,7 +109,13 @@ def truncate(hook: ClickHouseHook, settings: Settings, scope: str, dry_run: bool
             hook.run("truncate_table", {"database": database, "table": table})
             log.info("Emptied %s.%s (%d rows before)", database, table, rows)
         report.append(EmptiedTable(table=table, rows_before=rows, emptied=not dry_run))
+    if not dry_run:
+        _fence_marts(hook, settings)
     return report
+
+
+def _fence_marts(hook: ClickHouseHook, settings: Settings) -> None:
+    hook.run("insert_truncation_fence", {"database": settings.warehouse.database, "scope": "marts"})
 
 
 def truncate_warehouse(settings: Settings, confirm: str | None, scope: str, dry_run: bool) -> list[dict]:
