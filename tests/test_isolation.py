@@ -1,0 +1,172 @@
+"""What runs at the same time as a marts refresh, at every step of it, on the real engine.
+
+A refresh is a sequence of statements; the scheduler and the operators may put anything
+between two of them. ``StepHook`` runs an action once, right before the refresh's k-th
+statement, and each test walks k over every statement from the moment the refresh takes its
+version: a truncate of each scope, and a whole second refresh (a manual rebuild beside a
+scheduled refresh, an attempt the scheduler lost track of beside its retry). Each time, what
+readers see must be exactly what the warehouse holds by the next refresh, and never a mix.
+
+The second window gets new content before each step's refresh, so marts that kept an old
+version of its hours differ from a full rebuild.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from synthetic_clickstream import upload_hours
+
+from clickstream.config import get_settings
+from clickstream.loading import WindowLoader, source_bucket
+from clickstream.marts import (
+    FULL,
+    MartsRefreshFenced,
+    ensure_marts_schema,
+    full_rebuild,
+    refresh,
+    table_checksums,
+)
+from clickstream.truncate import truncate
+from clickstream.warehouse import ClickHouseHook
+
+START = datetime(2024, 4, 10, 23, tzinfo=UTC)
+# Two windows, so that a refresh recomputes part of the marts: one that drops or keeps the
+# untouched hour by mistake differs from a full rebuild.
+WINDOWS = [START + timedelta(hours=offset) for offset in range(2)]
+CHANGED = WINDOWS[-1]
+EVENTS_PER_HOUR = 60
+# The statement with which a refresh takes its version, and the one with which it reads the
+# newest truncate fence just before it commits.
+TAKES_VERSION = "select_marts_next_version"
+READS_FENCE = "select_marts_fence"
+
+
+class StepHook:
+    """A warehouse hook that runs ``action`` once, right before its ``at``-th statement,
+    keeping what it returned, and keeps the names of the statements it ran."""
+
+    def __init__(self, hook: ClickHouseHook, at: int | None = None, action=None):
+        self._hook = hook
+        self._at = at
+        self._action = action
+        self.statements: list[str] = []
+        self.action_results: list = []
+
+    def __getattr__(self, name):
+        return getattr(self._hook, name)
+
+    def run(self, name: str, params: dict | None = None):
+        if len(self.statements) == self._at:
+            self.action_results.append(self._action())
+        self.statements.append(name)
+        return self._hook.run(name, params)
+
+
+@pytest.fixture
+def settings(bucket, chdb_path, project_config, s3_connection):
+    project_config(source__bucket=f'"{bucket}"')
+    return get_settings()
+
+
+@pytest.fixture
+def hook(settings):
+    with ClickHouseHook() as opened:
+        ensure_marts_schema(opened, settings)
+        yield opened
+
+
+@pytest.fixture
+def reload(hook, settings, s3_client, bucket):
+    """Upload ``windows`` with content of ``seed`` and load them through the ingest path."""
+    loader = WindowLoader(hook, source_bucket(settings), settings)
+
+    def load(windows: list[datetime], seed: int) -> None:
+        for window_start in windows:
+            upload_hours(s3_client, bucket, window_start, 1, events_per_hour=EVENTS_PER_HOUR, seed=seed)
+            for table in settings.tables:
+                loader.load(table, window_start)
+
+    return load
+
+
+def statements_of_a_refresh(hook, settings) -> list[str]:
+    """The statements an incremental refresh runs, in order (it refreshes for real)."""
+    recorder = StepHook(hook)
+    refresh(recorder, settings)
+    return recorder.statements
+
+
+def steps_from_taking_the_version(statements: list[str]) -> range:
+    """Right before the refresh takes its version, up to right before its last statement."""
+    return range(statements.index(TAKES_VERSION), len(statements))
+
+
+def visible_rows(hook, settings) -> int:
+    return sum(int(rows.split(":")[0]) for rows in table_checksums(hook, settings).values())
+
+
+def assert_marts_equal_a_full_rebuild(hook, settings) -> None:
+    seen = table_checksums(hook, settings)
+    full_rebuild(hook, settings)
+    assert seen == table_checksums(hook, settings)
+
+
+@pytest.mark.parametrize("scope", ["marts", "raw", "all"])
+def test_a_truncate_at_any_step_of_a_refresh_leaves_marts_of_exactly_what_is_left(
+    hook, settings, reload, scope
+):
+    reload(WINDOWS, seed=1)
+    assert refresh(hook, settings).mode == FULL
+    reload([CHANGED], seed=2)
+    statements = statements_of_a_refresh(hook, settings)
+    assert visible_rows(hook, settings) > 0
+    outcomes = {}
+
+    for step in steps_from_taking_the_version(statements):
+        reload([CHANGED], seed=10 + step)
+        stepped = StepHook(hook, at=step, action=lambda: truncate(hook, settings, scope, False))
+        try:
+            refresh(stepped, settings)
+            outcomes[step] = "committed"
+        except MartsRefreshFenced:
+            outcomes[step] = "fenced"
+        assert stepped.action_results, f"the truncate ran at step {step} ({statements[step]})"
+        if step > statements.index(TAKES_VERSION):
+            # Whatever the refresh did after the truncate is invisible: the marts are empty.
+            assert visible_rows(hook, settings) == 0, f"truncate before {statements[step]}"
+
+        refresh(hook, settings)
+        assert_marts_equal_a_full_rebuild(hook, settings)
+        if scope != "marts":
+            assert visible_rows(hook, settings) == 0, "nothing raw is left to show"
+            reload(WINDOWS, seed=1)
+            refresh(hook, settings)
+        assert visible_rows(hook, settings) > 0
+
+    taken, fence_read = statements.index(TAKES_VERSION), statements.index(READS_FENCE)
+    assert outcomes == {
+        step: "fenced" if taken < step <= fence_read else "committed"
+        for step in steps_from_taking_the_version(statements)
+    }
+
+
+def test_a_second_refresh_at_any_step_of_a_refresh_leaves_both_committed_and_the_marts_right(
+    hook, settings, reload
+):
+    reload(WINDOWS, seed=1)
+    assert refresh(hook, settings).mode == FULL
+    reload([CHANGED], seed=2)
+    statements = statements_of_a_refresh(hook, settings)
+
+    for step in steps_from_taking_the_version(statements):
+        reload([CHANGED], seed=10 + step)
+        stepped = StepHook(hook, at=step, action=lambda: refresh(hook, settings))
+
+        outer = refresh(stepped, settings)
+
+        assert stepped.action_results, f"the second refresh ran at step {step} ({statements[step]})"
+        [beside] = stepped.action_results
+        assert outer.loads_applied + beside.loads_applied >= len(settings.tables)
+        assert_marts_equal_a_full_rebuild(hook, settings)
