@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint benchmark benchmark-marts benchmark-catchup standalone clean
+.PHONY: demo test test-under-load lint benchmark benchmark-marts benchmark-catchup standalone clean
 
 $(STAMP): requirements.txt requirements-embedded.txt requirements-dev.txt constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: set PYTHON=/path/to/python3.11"; exit 1; }
@@ -25,6 +25,10 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+# The whole suite three times in a row beside a busy loop: no test may depend on timing.
+test-under-load: $(STAMP)
+	$(BIN)/python scripts/suite_under_load.py $(ARGS)
 
 benchmark: $(STAMP)
 	$(BIN)/python scripts/benchmark_ingest.py $(ARGS)

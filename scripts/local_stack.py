@@ -51,13 +51,21 @@ def interrupted_by_signals() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def run_to_end(command: list[str], env: dict[str, str], stop_timeout: float = 30.0) -> int:
+def run_to_end(command: list[str], env: dict[str, str], stop_timeout: float = 30.0, output=None) -> int:
     """Run ``command`` in a process group of its own until it exits; return its exit code.
 
     Interrupted (KeyboardInterrupt, see ``interrupted_by_signals``), it stops the whole group,
     SIGTERM then SIGKILL after ``stop_timeout``, before the interrupt goes on.
+
+    :param output: an open file for the command's stdout and stderr (default: this process's).
     """
-    process = subprocess.Popen(command, env=env, start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        env=env,
+        start_new_session=True,
+        stdout=output,
+        stderr=subprocess.STDOUT if output is not None else None,
+    )
     try:
         return process.wait()
     except BaseException:

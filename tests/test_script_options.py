@@ -9,7 +9,14 @@ import sys
 import local_stack
 import pytest
 
-SCRIPTS = ("demo", "standalone", "benchmark_ingest", "benchmark_marts", "benchmark_catchup")
+SCRIPTS = (
+    "demo",
+    "standalone",
+    "benchmark_ingest",
+    "benchmark_marts",
+    "benchmark_catchup",
+    "suite_under_load",
+)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
