@@ -6,6 +6,8 @@ statement, and each test walks k over every statement from the moment the refres
 version: a truncate of each scope, and a whole second refresh (a manual rebuild beside a
 scheduled refresh, an attempt the scheduler lost track of beside its retry). Each time, what
 readers see must be exactly what the warehouse holds by the next refresh, and never a mix.
+Last, two refresh processes at once against a ClickHouse server (the native-protocol
+stand-in), one held in the middle of its version while the other runs from start to end.
 
 The second window gets new content before each step's refresh, so marts that kept an old
 version of its hours differ from a full rebuild.
@@ -13,12 +15,19 @@ version of its hours differ from a full rebuild.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+import zipfile
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from synthetic_clickstream import upload_hours
+from synthetic_clickstream import upload_hours, write_hour_archives
+from test_server_backend import put_for_server
 
-from clickstream.config import get_settings
+from clickstream import sql
+from clickstream.config import PROJECT_ROOT, get_settings
 from clickstream.loading import WindowLoader, source_bucket
 from clickstream.marts import (
     FULL,
@@ -28,6 +37,7 @@ from clickstream.marts import (
     refresh,
     table_checksums,
 )
+from clickstream.source import member_name
 from clickstream.truncate import truncate
 from clickstream.warehouse import ClickHouseHook
 
@@ -169,4 +179,70 @@ def test_a_second_refresh_at_any_step_of_a_refresh_leaves_both_committed_and_the
         assert stepped.action_results, f"the second refresh ran at step {step} ({statements[step]})"
         [beside] = stepped.action_results
         assert outer.loads_applied + beside.loads_applied >= len(settings.tables)
+        assert_marts_equal_a_full_rebuild(hook, settings)
+
+
+# A marts run as the marts DAG's task runs it, in a process of its own.
+REFRESH_PROCESS = (
+    "from clickstream.config import get_settings\n"
+    "from clickstream.marts import refresh_warehouse\n"
+    "print(refresh_warehouse(get_settings()))\n"
+)
+
+
+def test_two_refresh_processes_at_once_on_a_server_both_commit_and_leave_the_marts_right(
+    clickhouse_server, project_config, bucket, s3_client, tmp_path
+):
+    # One hour per chunk, so that a refresh writes several chunks: a second refresh that ran
+    # in the middle of the first would find its stage or its rows gone.
+    project_config(source__bucket=f'"{bucket}"', marts__chunk_hours="1")
+    settings = get_settings()
+    with ClickHouseHook() as hook:
+        ensure_marts_schema(hook, settings)
+        loader = WindowLoader(hook, source_bucket(settings), settings)
+        for seed in (1, 2):  # the second round replaces every window: a refresh to run
+            for window_start in WINDOWS:
+                for table, archive in write_hour_archives(
+                    window_start, EVENTS_PER_HOUR, seed, tmp_path
+                ).items():
+                    with zipfile.ZipFile(archive) as opened:
+                        lines = opened.read(member_name(table)).decode().splitlines()
+                    put_for_server(s3_client, bucket, window_start, table, lines)
+                    loader.load(settings.table(table), window_start)
+            if seed == 1:
+                assert refresh(hook, settings).mode == FULL
+    # The first refresh to write a mart's rows is held there, mid-version, until the other
+    # one has run from start to end beside it.
+    held = clickhouse_server.hold_reply(
+        lambda query, params: query == sql.statement("fill_mart_hourly_events")
+    )
+    environment = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "plugins")}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", REFRESH_PROCESS],
+            env=environment,
+            cwd=PROJECT_ROOT,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(2)
+    ]
+    try:
+        assert held.executed.wait(timeout=300), "neither refresh reached its first mart"
+        deadline = time.monotonic() + 300
+        while all(process.poll() is None for process in processes) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        [finished] = [process for process in processes if process.poll() is not None]
+        [waiting] = [process for process in processes if process is not finished]
+        held.released.set()
+        outputs = [process.communicate(timeout=300)[0] for process in (finished, waiting)]
+    finally:
+        held.released.set()
+        for process in processes:
+            process.kill()
+            process.wait()
+
+    assert [process.returncode for process in (finished, waiting)] == [0, 0], outputs
+    with ClickHouseHook() as hook:
         assert_marts_equal_a_full_rebuild(hook, settings)
