@@ -67,7 +67,10 @@ class PausingHook:
         sys.stdin.readline()
 
     def run(self, name, params=None):
-        status = (params or {}).get("status") if name == "insert_ingest_log" else None
+        status = {
+            "insert_ingest_log": (params or {}).get("status"),
+            "insert_ingest_log_commit": "loaded",
+        }.get(name)
         if self._point == "committing" and status == "loaded":
             self._stop("committing")
         if self._point == "cleaning" and name == "delete_load_rows":

@@ -28,7 +28,7 @@ from killable_load import MID_INSERT_ROWS
 from source_objects import put_object, put_table, zip_bytes
 from test_ingest import HOUR, browser_lines
 
-from clickstream import clock
+from clickstream import clock, sql
 from clickstream.config import get_settings
 from clickstream.loading import WindowLoader, ensure_schema, source_bucket, sweep_orphaned_loads
 from clickstream.warehouse import ClickHouseHook
@@ -222,7 +222,7 @@ def test_a_load_killed_inside_its_commit_on_a_server_shows_the_new_content(
         committed_before = set(attempts(hook))
     put_for_server(s3_client, bucket, HOUR, "browser_events", browser_lines(25, 300))
     held = clickhouse_server.hold_reply(
-        lambda query, params: "ingest_log" in query and params.get("status") == "'loaded'"
+        lambda query, params: query == sql.statement("insert_ingest_log_commit")
     )
 
     child = Child("committing", tmp_path / "child.log")

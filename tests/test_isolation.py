@@ -28,7 +28,7 @@ from test_server_backend import put_for_server
 
 from clickstream import sql
 from clickstream.config import PROJECT_ROOT, get_settings
-from clickstream.loading import WindowLoader, source_bucket
+from clickstream.loading import LoadOvertakenByTruncate, WindowLoader, source_bucket
 from clickstream.marts import (
     FULL,
     MartsRefreshFenced,
@@ -68,10 +68,17 @@ class StepHook:
         return getattr(self._hook, name)
 
     def run(self, name: str, params: dict | None = None):
+        self._step(name)
+        return self._hook.run(name, params)
+
+    def load_json_lines(self, *args, **kwargs):
+        self._step("load_json_lines")
+        return self._hook.load_json_lines(*args, **kwargs)
+
+    def _step(self, name: str) -> None:
         if len(self.statements) == self._at:
             self.action_results.append(self._action())
         self.statements.append(name)
-        return self._hook.run(name, params)
 
 
 @pytest.fixture
@@ -180,6 +187,60 @@ def test_a_second_refresh_at_any_step_of_a_refresh_leaves_both_committed_and_the
         [beside] = stepped.action_results
         assert outer.loads_applied + beside.loads_applied >= len(settings.tables)
         assert_marts_equal_a_full_rebuild(hook, settings)
+
+
+def final_windows_without_their_rows(hook, settings) -> list[tuple]:
+    """Committed loads (the window's content for readers) whose staged rows are not all there."""
+    database = settings.warehouse.database
+    found = []
+    for table in settings.tables:
+        found += hook.backend.execute(
+            f"SELECT c.table_name, toString(c.window_start), c.rows, countIf(l.load_id = c.load_id) "
+            f"FROM {database}.committed_loads AS c "
+            f"LEFT JOIN {database}.{table.loads_table} AS l ON l.window_start = c.window_start "
+            f"WHERE c.table_name = '{table.name}' AND c.status = 'loaded' "
+            f"GROUP BY c.table_name, c.window_start, c.rows HAVING c.rows != countIf(l.load_id = c.load_id)",
+            {},
+        )
+    return found
+
+
+@pytest.mark.parametrize("scope", ["marts", "raw", "all"])
+def test_a_truncate_at_any_step_of_a_load_never_leaves_a_window_final_without_its_rows(
+    hook, settings, reload, scope
+):
+    reload(WINDOWS, seed=1)
+    refresh(hook, settings)
+    table = settings.table("browser_events")
+    recorder = StepHook(hook)
+    WindowLoader(recorder, source_bucket(settings), settings).load(table, CHANGED)
+    statements = recorder.statements
+    outcomes = {}
+
+    for step in range(len(statements)):
+        stepped = StepHook(hook, at=step, action=lambda: truncate(hook, settings, scope, False))
+        try:
+            result = WindowLoader(stepped, source_bucket(settings), settings).load(table, CHANGED)
+            outcomes[step] = "committed" if result.rows else "committed without rows"
+        except LoadOvertakenByTruncate:
+            outcomes[step] = "overtaken"
+        assert stepped.action_results, f"the truncate ran at step {step} ({statements[step]})"
+
+        assert final_windows_without_their_rows(hook, settings) == [], f"truncate before {statements[step]}"
+        if scope != "marts":
+            reload(WINDOWS, seed=1)
+
+    fence_read = statements.index("select_raw_fence")
+    commit_read_back = statements.index("select_load_commit")
+    if scope == "marts":
+        assert set(outcomes.values()) == {"committed"}, outcomes
+    else:
+        # A truncate before the load read the raw fence comes first, one after it read back
+        # its commit empties the window with its rows; any in between overtakes the load.
+        assert outcomes == {
+            step: "overtaken" if fence_read < step <= commit_read_back else "committed"
+            for step in range(len(statements))
+        }
 
 
 # A marts run as the marts DAG's task runs it, in a process of its own.

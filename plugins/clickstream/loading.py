@@ -74,6 +74,10 @@ class LoadDeadlineExceeded(RuntimeError):
     """A load ran past ``ingest.load_deadline_seconds`` and did not commit; names the object."""
 
 
+class LoadOvertakenByTruncate(RuntimeError):
+    """A truncate of the raw layer came while the load ran: its commit does not stand; names the object."""
+
+
 class WindowLoadFailed(RuntimeError):
     """Loads of the live window failed (not a damaged object): the task fails and is retried."""
 
@@ -177,6 +181,9 @@ class WindowLoader:
         attempt = _Attempt(table, window_start, key, run_id, try_number)
         # On record before anything is staged: an attempt killed from here on leaves this row.
         self._log(attempt, status="started")
+        attempt.raw_fence = int(
+            self.hook.run("select_raw_fence", {"database": self.settings.warehouse.database})[0][0]
+        )
         try:
             result = self._stage_and_commit(attempt)
         except SourceObjectMissing as missing:
@@ -332,6 +339,11 @@ class WindowLoader:
             )
         attempt.commit_sent = True
         self._log(attempt, status=status, rows=rows, min_time=min_time, max_time=max_time)
+        if status == "loaded" and not self._committed(attempt):
+            raise LoadOvertakenByTruncate(
+                f"s3://{self.bucket.bucket}/{attempt.key}: a truncate of the raw layer came while the "
+                "load ran; its commit does not stand, and the window loads again"
+            )
         result = LoadResult(
             table=attempt.table.name,
             window_start=attempt.window_start.isoformat(),
@@ -355,6 +367,10 @@ class WindowLoader:
         )
         return result
 
+    def _committed(self, attempt: _Attempt) -> bool:
+        params = {**attempt.target(self.settings), "table_name": attempt.table.name}
+        return int(self.hook.run("select_load_commit", params)[0][0]) == 1
+
     def _record_failure(self, attempt: _Attempt, error: Exception) -> None:
         # A rejected object stays rejected until it changes: the catch-up does not retry it.
         # Any other failure (network, warehouse, deadline) leaves the window to be tried again.
@@ -376,28 +392,30 @@ class WindowLoader:
         max_time: str = "",
         error: str = "",
     ) -> None:
-        self.hook.run(
-            "insert_ingest_log",
-            {
-                "database": self.settings.warehouse.database,
-                "load_id": attempt.load_id,
-                "table_name": attempt.table.name,
-                "window_start": attempt.window_start.strftime(_SECOND),
-                "status": status,
-                "source_bucket": self.bucket.bucket,
-                "source_key": attempt.key,
-                "source_etag": attempt.source_etag,
-                "source_bytes": attempt.source_bytes,
-                "rows": rows,
-                "min_event_time": min_time,
-                "max_event_time": max_time,
-                "started_at": attempt.started_at.strftime(_MICROSECOND),
-                "duration_ms": int((time.monotonic() - attempt.started_monotonic) * 1000),
-                "error": error,
-                "dag_run_id": attempt.run_id,
-                "try_number": attempt.try_number,
-            },
-        )
+        params = {
+            "database": self.settings.warehouse.database,
+            "load_id": attempt.load_id,
+            "table_name": attempt.table.name,
+            "window_start": attempt.window_start.strftime(_SECOND),
+            "source_bucket": self.bucket.bucket,
+            "source_key": attempt.key,
+            "source_etag": attempt.source_etag,
+            "source_bytes": attempt.source_bytes,
+            "rows": rows,
+            "min_event_time": min_time,
+            "max_event_time": max_time,
+            "started_at": attempt.started_at.strftime(_MICROSECOND),
+            "duration_ms": int((time.monotonic() - attempt.started_monotonic) * 1000),
+            "dag_run_id": attempt.run_id,
+            "try_number": attempt.try_number,
+        }
+        if status == "loaded":
+            # A commit has a statement of its own: it is written only if no truncate of the
+            # raw layer came since the load began and its staged rows are all there.
+            commit = {"loads_table": attempt.table.loads_table, "raw_fence": attempt.raw_fence}
+            self.hook.run("insert_ingest_log_commit", {**params, **commit})
+        else:
+            self.hook.run("insert_ingest_log", {**params, "status": status, "error": error})
 
 
 class _Attempt:
@@ -416,6 +434,7 @@ class _Attempt:
         self.source_bytes = 0
         self.staging_started = False
         self.commit_sent = False
+        self.raw_fence = 0
 
     def target(self, settings: Settings) -> dict:
         return {

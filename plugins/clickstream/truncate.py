@@ -4,10 +4,15 @@ The tables come from the project's own SQL: every ``CREATE TABLE IF NOT EXISTS``
 ``create_*.sql`` file. Nothing else in the database is ever touched, and tables are
 emptied, never dropped, so the DAGs keep working right after.
 
-A truncate may come while refreshes run: every scope resets the marts, so it writes a fence
-above every running refresh's version before it empties anything, and again after (for a
-refresh that started in between). What a fenced refresh writes stays invisible and leaves
-the watermark empty: the next refresh rebuilds the marts in full from what is left.
+A truncate may come while refreshes and loads run; the warehouse keeps them apart, whoever
+started them. Every scope resets the marts, so it writes a fence above every running
+refresh's version before it empties anything, and again after (for a refresh that started
+in between). What a fenced refresh writes stays invisible and leaves the watermark empty:
+the next refresh rebuilds the marts in full from what is left. A truncate of the raw layer
+also writes a raw fence before it empties anything and again right before it empties
+``ingest_log``: a load commits only if no raw fence came since it began, and only while its
+staged rows are all there (``insert_ingest_log_commit.sql``), so no window is left final
+without its rows.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ log = logging.getLogger(__name__)
 SCOPES = ("all", "raw", "marts")
 _CREATED_TABLE = re.compile(r"CREATE\s+TABLE\s+IF\s+NOT\s+EXISTS\s+(\w+)", re.IGNORECASE)
 MARTS_WATERMARK = "marts_applied_loads"
+INGEST_LOG = "ingest_log"
 
 
 class TruncateRefused(ValueError):
@@ -68,6 +74,7 @@ def owned_tables(settings: Settings, scope: str) -> list[str]:
     refresh rebuilds them from the raw tables.
     """
     raw = [name for source in settings.tables for name in _tables_created_by(f"create_{source.name}")]
+    # ingest_log after the staged rows: a load's commit needs them (see the module's docstring).
     raw += _tables_created_by("create_ingest_log")
     marts = [
         name for path in sorted(SQL_DIR.glob("create_mart*.sql")) for name in _tables_created_by(path.stem)
@@ -93,11 +100,17 @@ def truncate(hook: ClickHouseHook, settings: Settings, scope: str, dry_run: bool
             "select_existing_tables", {"database": database, "tables": json.dumps(tables)}
         )
     }
+    empties_raw = INGEST_LOG in tables
     if not dry_run:
         ensure_marts_schema(hook, settings)
-        _fence_marts(hook, settings)
+        _fence(hook, settings, "marts")
+        if empties_raw:
+            _fence(hook, settings, "raw")
     report = []
     for table in tables:
+        if table == INGEST_LOG and not dry_run:
+            # Loads that staged before their rows were emptied may not commit from here on.
+            _fence(hook, settings, "raw")
         if table not in existing:
             log.info("%s.%s does not exist; nothing to empty", database, table)
             continue
@@ -110,12 +123,12 @@ def truncate(hook: ClickHouseHook, settings: Settings, scope: str, dry_run: bool
             log.info("Emptied %s.%s (%d rows before)", database, table, rows)
         report.append(EmptiedTable(table=table, rows_before=rows, emptied=not dry_run))
     if not dry_run:
-        _fence_marts(hook, settings)
+        _fence(hook, settings, "marts")
     return report
 
 
-def _fence_marts(hook: ClickHouseHook, settings: Settings) -> None:
-    hook.run("insert_truncation_fence", {"database": settings.warehouse.database, "scope": "marts"})
+def _fence(hook: ClickHouseHook, settings: Settings, scope: str) -> None:
+    hook.run("insert_truncation_fence", {"database": settings.warehouse.database, "scope": scope})
 
 
 def truncate_warehouse(settings: Settings, confirm: str | None, scope: str, dry_run: bool) -> list[dict]:
