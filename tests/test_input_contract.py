@@ -95,6 +95,9 @@ RULES = [
     case("epoch-number", "browser_events", TS, 1712790062, REJECTED),
     case("epoch-fraction-number", "browser_events", TS, 1712790062.5, REJECTED),
     case("epoch-digits-string", "browser_events", TS, "1712790062", "2024-04-10 23:01:02.000000"),
+    case("epoch-five-digits", "browser_events", TS, "12345", "1970-01-01 03:25:45.000000"),
+    case("epoch-four-digits", "browser_events", TS, "0", REJECTED),
+    case("epoch-ticks-string", "browser_events", TS, "12345678901", "1970-01-01 03:25:45.678901"),
     case("date-alone", "browser_events", TS, "2024-04-10", "2024-04-10 00:00:00.000000"),
     case("timestamp-words", "browser_events", TS, "yesterday", REJECTED),
     # Numbers in string fields: a String or UUID field takes a JSON string only.

@@ -7,7 +7,8 @@ them:
 * **timestamps** (``DateTime64`` columns) are JSON strings ``YYYY-MM-DD hh:mm:ss``, with or
   without a fraction, in UTC; digits after the sixth of the fraction are dropped. ``T`` may
   stand for the space. A zone designator (``Z``, ``+03:00``) is rejected: the contract is UTC
-  wall-clock time. A date alone means midnight; a string of digits alone is Unix seconds.
+  wall-clock time. A date alone means midnight; a string of 5 to 10 digits is Unix seconds,
+  of more digits ticks of the column's precision; fewer digits are rejected.
   A JSON number in a timestamp field is rejected (its unit is ambiguous).
 * **numbers in string fields**: a ``String`` or ``UUID`` field takes a JSON string only; a
   number, boolean, object or array there is rejected. A ``Float64`` field takes a JSON number
@@ -61,9 +62,13 @@ ENGINE_SETTINGS = {
     "input_format_allow_errors_ratio": 0,
 }
 
-_DATETIME64 = re.compile(r"^DateTime64\(\s*\d+\s*(,\s*'UTC'\s*)?\)$")
+_DATETIME64 = re.compile(r"^DateTime64\(\s*(\d+)\s*(,\s*'UTC'\s*)?\)$")
 _TIMESTAMP = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?)?$", re.ASCII)
-_UNIX_SECONDS = re.compile(r"^\d+$", re.ASCII)
+# A string of digits, as the engine's basic format reads it: 5 to 10 digits are Unix seconds,
+# more are ticks of the column's precision, fewer are no timestamp.
+_UNIX_SECONDS = re.compile(r"^\d{5,10}$", re.ASCII)
+_UNIX_TICKS = re.compile(r"^\d{11,}$", re.ASCII)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _UUID = re.compile(r"^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$", re.IGNORECASE)
 # The engine's number syntax in a JSON string: sign, digits, fraction, exponent, nan, inf.
 _DECIMAL_TEXT = re.compile(r"^[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|nan|inf|infinity)$", re.IGNORECASE)
@@ -128,13 +133,20 @@ def _to_bool(value):
     raise TypeError("expected true, false, 1 or 0")
 
 
-def _to_datetime(value):
+def _to_datetime(value, precision: int = 6):
     text = _to_string(value)
     if _UNIX_SECONDS.match(text):
-        return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=int(text))
+        return _EPOCH + timedelta(seconds=int(text))
+    if _UNIX_TICKS.match(text):
+        ticks = int(text)
+        return _EPOCH + timedelta(
+            microseconds=ticks * 10 ** (6 - precision) if precision <= 6 else ticks // 10 ** (precision - 6)
+        )
     match = _TIMESTAMP.match(text)
     if not match:
-        raise ValueError("expected a UTC timestamp 'YYYY-MM-DD HH:MM:SS.ffffff'")
+        raise ValueError(
+            "expected a UTC timestamp 'YYYY-MM-DD HH:MM:SS.ffffff', or Unix seconds of 5 to 10 digits"
+        )
     year, month, day, hour, minute, second, fraction = match.groups()
     microseconds = int((fraction or "0")[:6].ljust(6, "0"))
     try:
@@ -157,7 +169,8 @@ _CONVERTERS: dict[str, Callable] = {
 def converter_for(clickhouse_type: str) -> Callable:
     """Return the function that turns a JSON value into ``clickhouse_type`` under the contract."""
     if is_timestamp_type(clickhouse_type):
-        return _to_datetime
+        precision = int(_DATETIME64.match(clickhouse_type).group(1))
+        return lambda value: _to_datetime(value, precision)
     try:
         return _CONVERTERS[clickhouse_type]
     except KeyError:
