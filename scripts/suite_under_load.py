@@ -71,4 +71,8 @@ def _summary(output: str) -> str:
 
 if __name__ == "__main__":
     os.chdir(PROJECT_ROOT)
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt as interrupt:
+        print(f"interrupted ({interrupt}): the suite and the busy loops are stopped", file=sys.stderr)
+        sys.exit(130)

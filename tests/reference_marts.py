@@ -8,6 +8,8 @@ definition (not only a wrong choice of hours to recompute) shows as a difference
   earliest window wins), copies stamped in different hours count in each hour;
 * an event's device and geo attributes come from the lines with its click_id in the same
   window, the smallest value of each when there are several, '' when there is none;
+* an event stamped more than the tolerance before its window or after it is no event of the
+  marts (a digit string is Unix seconds, as the engine reads it);
 * the user is user_domain_id; a purchase is a view of the purchase page;
 * the journey of a purchase P of click C at t is C's events in (s, t), s = the time of C's
   previous purchase, or t - look-back if there is none or it is earlier; a page leads to P
@@ -49,6 +51,8 @@ class ReferenceEvent:
 
 
 def _timestamp(text: str, tz) -> datetime:
+    if text.isdigit():
+        return datetime.fromtimestamp(int(text), tz)
     return datetime.strptime(text, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=tz)
 
 
@@ -61,8 +65,9 @@ def _smallest_per_click(rows: Iterable[dict], columns: tuple[str, ...]) -> dict[
     return smallest
 
 
-def reference_events(windows: Mapping[datetime, Rows]) -> list[ReferenceEvent]:
-    """Return the events the marts count: one per (event_id, hour), the earliest window's copy."""
+def reference_events(windows: Mapping[datetime, Rows], tolerance: timedelta) -> list[ReferenceEvent]:
+    """Return the events the marts count: one per (event_id, hour), the earliest window's copy,
+    of those stamped within ``tolerance`` of their window."""
     chosen: dict[tuple[str, datetime], ReferenceEvent] = {}
     for window_start, tables in windows.items():
         locations: dict[str, list[dict]] = defaultdict(list)
@@ -90,6 +95,12 @@ def reference_events(windows: Mapping[datetime, Rows]) -> list[ReferenceEvent]:
                     utm_campaign=location["utm_campaign"],
                     event_id=browser["event_id"],
                 )
+                if (
+                    not window_start - tolerance
+                    <= event.timestamp
+                    < window_start + timedelta(hours=1) + tolerance
+                ):
+                    continue
                 key = (event.event_id, event.hour)
                 if key not in chosen or event < chosen[key]:
                     chosen[key] = event
@@ -112,14 +123,16 @@ def reference_marts(
     purchase_page_path: str,
     checkout_paths: Iterable[str],
     lookback: timedelta,
+    tolerance: timedelta,
     user_of=lambda event: event.user_domain_id,
 ) -> ReferenceMarts:
     """Compute every mart from the windows' source lines.
 
+    :param tolerance: how far outside its window an event may be stamped and still count.
     :param user_of: who counts as a distinct user (the contract: user_domain_id); a test
         passes another rule to show the data tells the two apart.
     """
-    events = reference_events(windows)
+    events = reference_events(windows, tolerance)
     checkout = set(checkout_paths)
     hourly: dict[tuple, int] = defaultdict(int)
     users_by_source: dict[tuple, tuple[int, set[str]]] = {}

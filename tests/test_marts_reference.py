@@ -9,7 +9,8 @@ few) plus hand-made clicks for the rules the generator never exercises:
   with the same stamp (counts once);
 * a user with two e-mails, and an e-mail shared by two users, buying in different hours, so
   that counting e-mails instead of users changes the buyers of those hours;
-* clicks whose device lines, or geo lines, are missing.
+* clicks whose device lines, or geo lines, are missing;
+* purchases stamped by wrong client clocks (1970, 2099, Unix seconds): out of window, in no mart.
 
 Loaded out of order (day 3, day 1, day 2) with an incremental refresh after each day, then
 rebuilt in full: both must equal the reference. Nothing of the project's SQL computes the
@@ -41,6 +42,8 @@ SITE = "http://www.dummywebsite.com"
 GENERATED_HOURS = [DAY1 + HOUR * offset for offset in range(0, 72, 4)]
 EVENTS_PER_HOUR = 10
 SEED = 4242
+STRAY_WINDOW = GENERATED_HOURS[2]
+STRAY_STAMPS = ("1970-01-01 00:00:00.000000", "2099-12-31 23:59:59.000000", "100000")
 
 
 def _id(kind: str, name: str) -> str:
@@ -77,10 +80,12 @@ class Windows:
         browser: str = "Chrome",
         event_id: str | None = None,
         utm: tuple[str, str, str] = ("google", "cpc", "campaign_1"),
+        stamp: str | None = None,
     ) -> str:
         """Write one page view's lines into ``window`` (default: the hour it is stamped in).
 
         :param user: the user_domain_id name; None writes no device line.
+        :param stamp: the event_timestamp as written, when it is not ``at`` (a wrong clock).
         """
         window = window or at.replace(minute=0, second=0, microsecond=0)
         event_id = event_id or _id("event", name)
@@ -89,7 +94,7 @@ class Windows:
         tables["browser_events"].append(
             {
                 "event_id": event_id,
-                "event_timestamp": _stamp(at),
+                "event_timestamp": stamp or _stamp(at),
                 "event_type": "pageview",
                 "click_id": click_id,
                 "browser_name": browser,
@@ -194,6 +199,14 @@ def build_windows(settings) -> Windows:
     windows.add_view(
         "no-geo-2", "no-geo", no_geo + timedelta(minutes=7), "/confirmation", user="no-geo", geo=False
     )
+    # Client clocks gone wrong, in a window of generated events: purchases stamped at 1970,
+    # in 2099, and "100000" (Unix seconds, 1970-01-02). Out of window: loaded, in no mart.
+    stray_window = STRAY_WINDOW
+    for number, stamp in enumerate(STRAY_STAMPS):
+        windows.add_view(
+            f"stray-{number}", f"stray-{number}", stray_window + timedelta(minutes=30), "/confirmation",
+            window=stray_window, user=f"stray-{number}", stamp=stamp,
+        )  # fmt: skip
     return windows
 
 
@@ -204,6 +217,7 @@ def expected(settings, windows: Windows, user_of=None) -> ReferenceMarts:
         settings.marts.purchase_page_path,
         settings.marts.checkout_paths,
         timedelta(hours=settings.marts.journey_lookback_hours),
+        timedelta(hours=settings.source.event_time_tolerance_hours),
         **options,
     )
 
@@ -282,6 +296,16 @@ def test_the_data_set_exercises_every_rule(settings):
     assert reference.purchases_by_region[no_device[0]][1] == set(), "a purchase without a user has no buyer"
     no_geo = {key[1:] for key in reference.purchases_by_region if key[0] == DAY1 + timedelta(hours=22)}
     assert ("", "") in no_geo, "a purchase without geo lines counts in the empty region"
+    counting_strays = reference_marts(
+        windows.rows,
+        settings.marts.purchase_page_path,
+        settings.marts.checkout_paths,
+        timedelta(hours=settings.marts.journey_lookback_hours),
+        timedelta(days=365 * 200),
+    )
+    assert len(counting_strays.purchases_by_source) > len(reference.purchases_by_source), (
+        "the stray stamps would be purchases of their own hours"
+    )
 
 
 def test_no_mart_counts_or_shows_e_mail_addresses(s3_client, bucket, settings, chdb_path):
@@ -369,3 +393,40 @@ def test_distinct_buyers_over_several_hours_merge_states_not_hourly_counts(
             {"start": start.strftime("%Y-%m-%d %H:%M:%S"), "end": end.strftime("%Y-%m-%d %H:%M:%S")},
         )
     assert int(merged) == len(buyers)
+
+
+def test_stray_stamps_are_loaded_counted_and_cost_a_refresh_no_more_than_their_window(
+    s3_client, bucket, settings, chdb_path
+):
+    windows = build_windows(settings)
+    lookback = settings.marts.journey_lookback_hours
+    with ClickHouseHook() as hook:
+        ensure_schema(hook, settings)
+        loader = WindowLoader(hook, source_bucket(settings), settings)
+        for window_start in (*GENERATED_HOURS[:2], STRAY_WINDOW):
+            put_window(s3_client, bucket, window_start, windows.rows[window_start], for_server=False)
+        for window_start in GENERATED_HOURS[:2]:
+            for table in settings.tables:
+                loader.load(table, window_start)
+        assert refresh(hook, settings).mode == FULL
+        for table in settings.tables:
+            loader.load(table, STRAY_WINDOW)
+        result = refresh(hook, settings)
+        [[out_of_window, first, last]] = hook.backend.execute(
+            "SELECT out_of_window_rows, toString(min_event_time), toString(max_event_time) "
+            "FROM clickstream.ingest_log WHERE table_name = 'browser_events' AND status = 'loaded' "
+            "AND window_start = {window:DateTime('UTC')}",
+            {"window": STRAY_WINDOW.strftime("%Y-%m-%d %H:%M:%S")},
+        )
+        [[stored]] = hook.backend.execute(
+            "SELECT count() FROM clickstream.browser_events "
+            "WHERE event_timestamp < '2000-01-01 00:00:00' OR event_timestamp >= '2099-01-01 00:00:00'",
+            {},
+        )
+
+    assert (out_of_window, stored) == (len(STRAY_STAMPS), len(STRAY_STAMPS)), "loaded as written, counted"
+    # The range of the window's other events: the hour before it (late lines) and its own.
+    assert datetime.fromisoformat(first).replace(tzinfo=UTC) >= STRAY_WINDOW - HOUR
+    assert datetime.fromisoformat(last).replace(tzinfo=UTC) < STRAY_WINDOW + HOUR
+    # What a window of ordinary events costs: its two hours, the next one, and the look-back.
+    assert result.hours <= 2 + 1 + lookback, result.ranges

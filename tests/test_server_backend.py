@@ -114,6 +114,7 @@ def test_marts_refresh_runs_on_the_server_with_typed_results(
         settings.marts.purchase_page_path,
         settings.marts.checkout_paths,
         timedelta(hours=settings.marts.journey_lookback_hours),
+        timedelta(hours=settings.source.event_time_tolerance_hours),
     )
     assert read_marts(server_hook, settings) == as_counts(expected)
 

@@ -47,6 +47,7 @@ def test_schema_creation_is_idempotent(chdb_path):
             *(t.loads_table for t in get_settings().tables),
             "committed_loads",
             "ingest_log",
+            "truncations",
         ]
     )
 

@@ -25,11 +25,16 @@ CREATE TABLE IF NOT EXISTS ingest_log
     duration_ms UInt64,
     error String,
     dag_run_id String,
-    try_number UInt32
+    try_number UInt32,
+    -- Rows of a commit stamped outside its window by more than the tolerance: loaded as
+    -- written, left out of min/max_event_time and of the marts.
+    out_of_window_rows UInt64 DEFAULT 0
 )
 ENGINE = MergeTree
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (table_name, window_start, finished_at);
+
+ALTER TABLE ingest_log ADD COLUMN IF NOT EXISTS out_of_window_rows UInt64 DEFAULT 0;
 
 CREATE VIEW IF NOT EXISTS committed_loads AS
 SELECT

@@ -96,6 +96,9 @@ FROM
         WHERE window_start IN candidate_windows
           AND (window_start, load_id) IN (SELECT window_start, load_id FROM committed WHERE table_name = 'browser_events')
           AND arrayExists(r -> event_timestamp < r.2 AND event_timestamp + lookback >= r.1, ranges)
+          -- Out of window (source.event_time_tolerance_hours): a stray stamp is no event of the marts.
+          AND event_timestamp >= window_start - toIntervalHour({tolerance_hours:UInt32})
+          AND event_timestamp < window_start + toIntervalHour(1 + {tolerance_hours:UInt32})
     ) AS b
     INNER JOIN
     (

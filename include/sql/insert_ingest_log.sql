@@ -2,6 +2,11 @@
 -- orders the commits of a window (committed_loads takes the newest), so a reload from a
 -- worker whose clock is behind still replaces what it reloads.
 INSERT INTO {database:Identifier}.ingest_log
+(
+    load_id, table_name, window_start, status, source_bucket, source_key, source_etag,
+    source_bytes, rows, min_event_time, max_event_time, started_at, finished_at, duration_ms,
+    error, dag_run_id, try_number
+)
 SELECT
     {load_id:UUID},
     {table_name:String},

@@ -5,6 +5,11 @@
 -- with ingest_log; one that comes after it writes nothing. So no window is final without
 -- its rows. The loader reads the row back (select_load_commit.sql) to know which happened.
 INSERT INTO {database:Identifier}.ingest_log
+(
+    load_id, table_name, window_start, status, source_bucket, source_key, source_etag,
+    source_bytes, rows, min_event_time, max_event_time, started_at, finished_at, duration_ms,
+    error, dag_run_id, try_number, out_of_window_rows
+)
 SELECT
     {load_id:UUID},
     {table_name:String},
@@ -22,7 +27,8 @@ SELECT
     {duration_ms:UInt64},
     '',
     {dag_run_id:String},
-    {try_number:UInt32}
+    {try_number:UInt32},
+    {out_of_window_rows:UInt64}
 FROM
 (
     SELECT count() AS staged_rows

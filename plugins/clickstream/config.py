@@ -67,6 +67,7 @@ class SourceSettings:
     lateness_horizon_seconds: int
     absent_object_outcome: str
     poke_interval_seconds: int
+    event_time_tolerance_hours: int
 
     @property
     def lateness_horizon(self) -> timedelta:
@@ -263,6 +264,7 @@ def parse_settings(raw: dict) -> Settings:
             lateness_horizon_seconds=_non_negative(source, "lateness_horizon_seconds", "source"),
             absent_object_outcome=outcome,
             poke_interval_seconds=_positive(source, "poke_interval_seconds", "source"),
+            event_time_tolerance_hours=_non_negative(source, "event_time_tolerance_hours", "source"),
         ),
         ingest=IngestSettings(
             retries=int(_require(ingest, "retries", "ingest")),

@@ -103,9 +103,20 @@ class LoadResult:
     source_bytes: int
     min_event_time: str
     max_event_time: str
+    out_of_window_rows: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class _LoadStats:
+    """A staged load's rows, and the event-time range of those within their window."""
+
+    rows: int = 0
+    out_of_window_rows: int = 0
+    min_event_time: str = ""
+    max_event_time: str = ""
 
 
 def parse_window_start(value: str) -> datetime:
@@ -317,16 +328,17 @@ class WindowLoader:
                 raise WarehouseRejectedObject(
                     f"s3://{self.bucket.bucket}/{attempt.key}: ClickHouse rejected the object: {engine_error}"
                 ) from engine_error
-        rows, min_time, max_time = self.hook.run(
-            "select_load_stats", {**target, "time_column": table.event_time_column or "window_start"}
-        )[0]
+        stats_params = {
+            **target,
+            "time_column": table.event_time_column or "window_start",
+            "tolerance_hours": self.settings.source.event_time_tolerance_hours,
+        }
+        rows, out_of_window, min_time, max_time = self.hook.run("select_load_stats", stats_params)[0]
         if table.event_time_column is None:
             min_time = max_time = ""
-        return self._commit(attempt, status="loaded", rows=int(rows), min_time=min_time, max_time=max_time)
+        return self._commit(attempt, _LoadStats(int(rows), int(out_of_window), min_time, max_time))
 
-    def _commit(
-        self, attempt: _Attempt, status: str, rows: int, min_time: str = "", max_time: str = ""
-    ) -> LoadResult:
+    def _commit(self, attempt: _Attempt, stats: _LoadStats) -> LoadResult:
         deadline = self.settings.ingest.load_deadline_seconds
         elapsed = time.monotonic() - attempt.started_monotonic
         if elapsed > deadline:
@@ -338,8 +350,8 @@ class WindowLoader:
                 "previous content"
             )
         attempt.commit_sent = True
-        self._log(attempt, status=status, rows=rows, min_time=min_time, max_time=max_time)
-        if status == "loaded" and not self._committed(attempt):
+        self._log(attempt, status="loaded", stats=stats)
+        if not self._committed(attempt):
             raise LoadOvertakenByTruncate(
                 f"s3://{self.bucket.bucket}/{attempt.key}: a truncate of the raw layer came while the "
                 "load ran; its commit does not stand, and the window loads again"
@@ -348,23 +360,32 @@ class WindowLoader:
             table=attempt.table.name,
             window_start=attempt.window_start.isoformat(),
             load_id=attempt.load_id,
-            status=status,
-            rows=rows,
+            status="loaded",
+            rows=stats.rows,
             source_key=attempt.key,
             source_etag=attempt.source_etag,
             source_bytes=attempt.source_bytes,
-            min_event_time=min_time,
-            max_event_time=max_time,
+            min_event_time=stats.min_event_time,
+            max_event_time=stats.max_event_time,
+            out_of_window_rows=stats.out_of_window_rows,
         )
         log.info(
-            "Committed %s window %s: %s, %d rows from s3://%s/%s",
+            "Committed %s window %s: loaded, %d rows from s3://%s/%s",
             result.table,
             result.window_start,
-            status,
-            rows,
+            stats.rows,
             self.bucket.bucket,
             attempt.key,
         )
+        if stats.out_of_window_rows:
+            log.warning(
+                "%d row(s) of s3://%s/%s are stamped more than source.event_time_tolerance_hours (%d) "
+                "outside their window: loaded as written, left out of the marts",
+                stats.out_of_window_rows,
+                self.bucket.bucket,
+                attempt.key,
+                self.settings.source.event_time_tolerance_hours,
+            )
         return result
 
     def _committed(self, attempt: _Attempt) -> bool:
@@ -383,15 +404,8 @@ class WindowLoader:
         if attempt.staging_started:
             self.hook.run("delete_load_rows", attempt.target(self.settings))
 
-    def _log(
-        self,
-        attempt: _Attempt,
-        status: str,
-        rows: int = 0,
-        min_time: str = "",
-        max_time: str = "",
-        error: str = "",
-    ) -> None:
+    def _log(self, attempt: _Attempt, status: str, stats: _LoadStats | None = None, error: str = "") -> None:
+        stats = stats or _LoadStats()
         params = {
             "database": self.settings.warehouse.database,
             "load_id": attempt.load_id,
@@ -401,9 +415,9 @@ class WindowLoader:
             "source_key": attempt.key,
             "source_etag": attempt.source_etag,
             "source_bytes": attempt.source_bytes,
-            "rows": rows,
-            "min_event_time": min_time,
-            "max_event_time": max_time,
+            "rows": stats.rows,
+            "min_event_time": stats.min_event_time,
+            "max_event_time": stats.max_event_time,
             "started_at": attempt.started_at.strftime(_MICROSECOND),
             "duration_ms": int((time.monotonic() - attempt.started_monotonic) * 1000),
             "dag_run_id": attempt.run_id,
@@ -412,7 +426,11 @@ class WindowLoader:
         if status == "loaded":
             # A commit has a statement of its own: it is written only if no truncate of the
             # raw layer came since the load began and its staged rows are all there.
-            commit = {"loads_table": attempt.table.loads_table, "raw_fence": attempt.raw_fence}
+            commit = {
+                "loads_table": attempt.table.loads_table,
+                "raw_fence": attempt.raw_fence,
+                "out_of_window_rows": stats.out_of_window_rows,
+            }
             self.hook.run("insert_ingest_log_commit", {**params, **commit})
         else:
             self.hook.run("insert_ingest_log", {**params, "status": status, "error": error})

@@ -160,6 +160,11 @@ def _database(settings: Settings) -> dict:
     return {"database": settings.warehouse.database}
 
 
+def _in_window(settings: Settings) -> dict:
+    # Events stamped further than this outside their window are left out of the marts.
+    return {"tolerance_hours": settings.source.event_time_tolerance_hours}
+
+
 def ensure_marts_schema(hook: ClickHouseHook, settings: Settings) -> None:
     """Create the raw layer if needed, then the marts' tables, queue and views.
 
@@ -277,7 +282,9 @@ def _hours(ranges: Iterable[HourRange]) -> int:
 
 
 def _changes(hook: ClickHouseHook, settings: Settings, commits_table: str) -> PendingChanges:
-    rows = hook.run("select_marts_changes", {**_database(settings), "commits": commits_table})
+    rows = hook.run(
+        "select_marts_changes", {**_database(settings), **_in_window(settings), "commits": commits_table}
+    )
     changes = tuple(Change(*row) for row in rows)
     lookback = settings.marts.journey_lookback_hours
     ranges = [found for change in changes if (found := affected_range(change, lookback))]
@@ -374,6 +381,7 @@ def _write_version(
             "stage": tables.stage,
             "version": version,
             "hour_ranges": json.dumps([list(pair) for pair in chunk]),
+            **_in_window(settings),
             "lookback_hours": settings.marts.journey_lookback_hours,
             "purchase_page_path": settings.marts.purchase_page_path,
             "checkout_paths": json.dumps(list(settings.marts.checkout_paths)),
@@ -509,7 +517,7 @@ def _result(mode: str, ranges: tuple[HourRange, ...], loads: int, version: int, 
 
 def _data_ranges(hook: ClickHouseHook, settings: Settings) -> tuple[HourRange, ...]:
     """Every hour with an event, as merged ranges: the hours a full rebuild recomputes."""
-    spans = hook.run("select_marts_data_spans", _database(settings))
+    spans = hook.run("select_marts_data_spans", {**_database(settings), **_in_window(settings)})
     return merge_ranges((first, _format_hour(_parse_hour(last) + _HOUR)) for first, last in spans)
 
 
@@ -517,7 +525,7 @@ def _full_rebuild(
     hook: ClickHouseHook, settings: Settings, tables: _WorkingTables, version: int, started: float
 ) -> RefreshResult:
     hook.run("fill_marts_claimed_commits", {**_database(settings), "claimed": tables.claimed})
-    hook.run("fill_marts_window_hours_in_full", _database(settings))
+    hook.run("fill_marts_window_hours_in_full", {**_database(settings), **_in_window(settings)})
     commits = int(hook.run("select_marts_commit_count", _database(settings))[0][0])
     ranges = _data_ranges(hook, settings)
     chunks = _write_version(hook, settings, tables, FULL, ranges, commits, version, started)
@@ -594,7 +602,10 @@ def _refresh(
     claimed = _changes(hook, settings, tables.claimed)
     chunks = 0
     if claimed.ranges:
-        hook.run("fill_marts_window_hours", {**_database(settings), "claimed": tables.claimed})
+        hook.run(
+            "fill_marts_window_hours",
+            {**_database(settings), **_in_window(settings), "claimed": tables.claimed},
+        )
         chunks = _write_version(
             hook, settings, tables, INCREMENTAL, claimed.ranges, len(claimed.changes), version, started
         )

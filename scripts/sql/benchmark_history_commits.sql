@@ -4,6 +4,11 @@
 -- as the loader records them; time_column must name a column either way (any, when
 -- has_event_time is 0, e.g. loaded_at).
 INSERT INTO {database:Identifier}.ingest_log
+(
+    load_id, table_name, window_start, status, source_bucket, source_key, source_etag,
+    source_bytes, rows, min_event_time, max_event_time, started_at, finished_at, duration_ms,
+    error, dag_run_id, try_number
+)
 SELECT
     load_id,
     {table_name:String} AS table_name,
