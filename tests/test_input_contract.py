@@ -20,7 +20,7 @@ from test_ingest import HOUR, browser_line
 from test_server_backend import put_for_server
 
 from clickstream import records
-from clickstream.config import get_settings
+from clickstream.config import PROJECT_ROOT, get_settings
 from clickstream.loading import WindowLoader, ensure_schema, source_bucket
 from clickstream.records import RecordError, RecordReader
 from clickstream.source import SourceFormatError
@@ -205,3 +205,40 @@ def test_the_reader_rejects_what_it_cannot_name():
     table = get_settings().table("browser_events")
     with pytest.raises(RecordError, match="line 3: malformed JSON"):
         RecordReader(table).parse("{not json", 3)
+
+
+# Each rejected line the README shows, and the line that produces it: the README's texts are
+# the reader's, word for word.
+EXPECTED_TIMESTAMP = (
+    "expected a string 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC, or Unix seconds of 5 to 10 digits"
+)
+README_EXAMPLES = [
+    ("browser_events", 5, '{"event_id": "x" "event_type": "pageview"}',
+     "line 5: malformed JSON (Expecting ',' delimiter at column 18)"),
+    ("browser_events", 3, json.dumps({k: v for k, v in json.loads(browser_line(1)).items() if k != "click_id"}),
+     "line 3: missing required key 'click_id'"),
+    ("device_events", 4, json.dumps(device_record(os=None)), "line 4: key 'os' is null; expected String"),
+    ("browser_events", 7, browser_line(1, timestamp="yesterday"),
+     f"line 7: key 'event_timestamp' holds 'yesterday': not a timestamp; {EXPECTED_TIMESTAMP}"),
+    ("browser_events", 8, browser_line(1, timestamp="2024-04-10T23:01:02Z"),
+     "line 8: key 'event_timestamp' holds '2024-04-10T23:01:02Z': zone designator 'Z', which UTC times "
+     f"leave out; {EXPECTED_TIMESTAMP}"),
+    ("browser_events", 9, browser_line(1, timestamp=1712790062),
+     "line 9: key 'event_timestamp' holds 1712790062: a number, whose unit (seconds or milliseconds) is "
+     f"ambiguous; {EXPECTED_TIMESTAMP}"),
+    ("browser_events", 2, browser_line(1, event_id="not-a-uuid"),
+     "line 2: key 'event_id' holds 'not-a-uuid': not a UUID; expected 32 hex digits such as "
+     "'0f8fad5b-d9cb-469f-a165-70867728950e'"),
+    ("device_events", 6, json.dumps(device_record(device_is_mobile="yes")),
+     "line 6: key 'device_is_mobile' holds 'yes': a string; expected true, false, 1 or 0"),
+    ("browser_events", 4, browser_line(1, browser_name=5),
+     "line 4: key 'browser_name' holds 5: a number; expected a JSON string"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("table", "line", "raw", "text"), README_EXAMPLES)
+def test_the_readmes_rejected_lines_are_the_readers_texts_word_for_word(table, line, raw, text):
+    with pytest.raises(RecordError) as rejected:
+        RecordReader(get_settings().table(table)).parse(raw, line)
+    assert str(rejected.value) == text
+    assert f"` {text}`" in (PROJECT_ROOT / "README.md").read_text(), "the README shows this text as it is"

@@ -98,22 +98,38 @@ class RecordError(ValueError):
         super().__init__(f"line {line}: {reason}")
 
 
+# Each converter's error says what is wrong with the value, then what is expected, once;
+# RecordReader.parse puts the line and the key before it.
+_EXPECTED_TIMESTAMP = (
+    "expected a string 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC, or Unix seconds of 5 to 10 digits"
+)
+_ZONE_DESIGNATOR = re.compile(r"(Z|[+-]\d{2}:?\d{2})$", re.ASCII)
+
+
+def _json_kind(value) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return {dict: "an object", list: "an array"}.get(type(value), "a string")
+
+
 def _to_string(value):
     if not isinstance(value, str):
-        raise TypeError("expected a JSON string")
+        raise TypeError(f"{_json_kind(value)}; expected a JSON string")
     return value
 
 
 def _to_uuid(value):
     text = _to_string(value)
     if not _UUID.match(text):
-        raise ValueError("expected a UUID")
+        raise ValueError("not a UUID; expected 32 hex digits such as '0f8fad5b-d9cb-469f-a165-70867728950e'")
     return text.replace("-", "").lower()
 
 
 def _to_float(value):
     if isinstance(value, bool):
-        raise TypeError("expected a decimal number, not a boolean")
+        raise TypeError("a boolean; expected a decimal number or a string holding one")
     if isinstance(value, int | float):
         return float(value)
     if isinstance(value, str):
@@ -121,8 +137,8 @@ def _to_float(value):
             return 0.0
         if _DECIMAL_TEXT.match(value):
             return float(value) if "nan" not in value.lower() else math.nan
-        raise ValueError("expected a decimal number")
-    raise TypeError("expected a decimal number or a string holding one")
+        raise ValueError("not a decimal number; expected a decimal number or a string holding one")
+    raise TypeError(f"{_json_kind(value)}; expected a decimal number or a string holding one")
 
 
 def _to_bool(value):
@@ -130,11 +146,15 @@ def _to_bool(value):
         return value
     if isinstance(value, int) and value in (0, 1):
         return bool(value)
-    raise TypeError("expected true, false, 1 or 0")
+    raise TypeError(f"{_json_kind(value)}; expected true, false, 1 or 0")
 
 
 def _to_datetime(value, precision: int = 6):
-    text = _to_string(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise TypeError(f"a number, whose unit (seconds or milliseconds) is ambiguous; {_EXPECTED_TIMESTAMP}")
+    if not isinstance(value, str):
+        raise TypeError(f"{_json_kind(value)}; {_EXPECTED_TIMESTAMP}")
+    text = value
     if _UNIX_SECONDS.match(text):
         return _EPOCH + timedelta(seconds=int(text))
     if _UNIX_TICKS.match(text):
@@ -144,9 +164,14 @@ def _to_datetime(value, precision: int = 6):
         )
     match = _TIMESTAMP.match(text)
     if not match:
-        raise ValueError(
-            "expected a UTC timestamp 'YYYY-MM-DD HH:MM:SS.ffffff', or Unix seconds of 5 to 10 digits"
-        )
+        zone = _ZONE_DESIGNATOR.search(text)
+        if zone and _TIMESTAMP.match(text[: zone.start()]):
+            raise ValueError(
+                f"zone designator {zone.group()!r}, which UTC times leave out; {_EXPECTED_TIMESTAMP}"
+            )
+        if text.isdigit():
+            raise ValueError(f"too few digits ({len(text)}) for Unix seconds; {_EXPECTED_TIMESTAMP}")
+        raise ValueError(f"not a timestamp; {_EXPECTED_TIMESTAMP}")
     year, month, day, hour, minute, second, fraction = match.groups()
     microseconds = int((fraction or "0")[:6].ljust(6, "0"))
     try:
@@ -155,7 +180,7 @@ def _to_datetime(value, precision: int = 6):
             microseconds, tzinfo=UTC,
         )  # fmt: skip
     except ValueError as error:
-        raise ValueError(f"expected a UTC timestamp ({error})") from None
+        raise ValueError(f"no such time ({error}); {_EXPECTED_TIMESTAMP}") from None
 
 
 _CONVERTERS: dict[str, Callable] = {
@@ -223,9 +248,7 @@ class RecordReader:
             try:
                 values.append(convert(value))
             except (TypeError, ValueError) as error:
-                raise RecordError(
-                    line, f"key {name!r} holds {value!r}: {error}; expected {type_name}"
-                ) from None
+                raise RecordError(line, f"key {name!r} holds {value!r}: {error}") from None
         return tuple(values)
 
     def read(self, path: Path) -> Iterator[tuple]:
