@@ -1,7 +1,9 @@
 -- Windows in [window_from, window_to) with tables (a JSON array of names) that have no final
 -- row in the ingest log, newest first, each with those tables. Final: 'loaded' or 'skipped'
 -- (committed), 'missing' (absent past the lateness horizon) or 'rejected' (a bad object, kept
--- until an operator reloads the window). A 'failed' or merely 'started' attempt is not final:
+-- until it changes or an operator reloads the window), unless a newer 'stale' row (a bucket
+-- re-check found the object late or changed) sends the window back to be loaded again.
+-- A 'failed' or merely 'started' attempt is not final:
 -- the window is tried again, but a table whose window failed n times waits
 -- {retry_seconds} * 2^(n-1) (at most {max_retry_seconds}) after its last failure, measured
 -- at {now} on the warehouse's clock, so one window that keeps failing costs a batch an
@@ -20,9 +22,11 @@ FROM
 WHERE (table_name, window_start) NOT IN (
     SELECT table_name, window_start
     FROM {database:Identifier}.ingest_log
-    WHERE status IN ('loaded', 'skipped', 'missing', 'rejected')
+    WHERE status IN ('loaded', 'skipped', 'missing', 'rejected', 'stale')
       AND window_start >= first_window
       AND window_start < end_window
+    GROUP BY table_name, window_start
+    HAVING argMax(status, finished_at) != 'stale'
 )
 AND (table_name, window_start) NOT IN (
     SELECT table_name, window_start

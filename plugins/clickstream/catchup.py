@@ -7,6 +7,9 @@ and one task resolves as many of them as it can in ``catchup.batch_seconds``, ne
 listing each day's prefix once. Every window is still committed on its own, table by table,
 exactly as a live load commits it; only the task around the loads is shared.
 
+Before a batch, the bucket is re-checked over the last ``source.recheck_days``
+(``recheck.py``): late and changed objects become unresolved windows of that batch.
+
 The batch then hands the warehouse pool back, so the live hour and the marts (higher
 priority weights) run before the next batch starts.
 """
@@ -18,7 +21,7 @@ import logging
 import time
 from datetime import datetime
 
-from clickstream import clock
+from clickstream import alerts, clock
 from clickstream.config import Settings, SourceTable
 from clickstream.loading import (
     WINDOW,
@@ -29,6 +32,7 @@ from clickstream.loading import (
     source_bucket,
     sweep_orphaned_loads,
 )
+from clickstream.recheck import recheck_bucket
 from clickstream.warehouse import ClickHouseHook
 
 log = logging.getLogger(__name__)
@@ -133,6 +137,15 @@ def catch_up(
             report = load_windows(loader, every_window(settings, first, end), now, run_id, try_number)
         else:
             end = history_end(settings, now)
+            recheck = None
+            if settings.source.recheck_days:
+                # Late, changed and deleted objects of recent history become unresolved
+                # windows (or a report) before the batch picks what to load.
+                recheck = recheck_bucket(hook, loader.bucket, settings, end, run_id, try_number)
+                if recheck.message():
+                    alerts.send_telegram_message(
+                        alerts.escape_within(recheck.message(), alerts.MESSAGE_LIMIT)
+                    )
             pending = unresolved_windows(hook, settings, settings.start_date, end)
             log.info(
                 "%d window(s) between %s and %s lack a final row; resolving them for up to %d s",
@@ -143,6 +156,8 @@ def catch_up(
             )
             deadline = time.monotonic() + settings.catchup.batch_seconds
             report = load_windows(loader, pending, now, run_id, try_number, deadline=deadline)
+            if recheck is not None:
+                report.recheck = recheck.to_dict()
         report.remaining = len(
             unresolved_windows(hook, settings, settings.start_date, history_end(settings, now))
         )

@@ -68,6 +68,7 @@ class SourceSettings:
     absent_object_outcome: str
     poke_interval_seconds: int
     event_time_tolerance_hours: int
+    recheck_days: int
 
     @property
     def lateness_horizon(self) -> timedelta:
@@ -265,6 +266,7 @@ def parse_settings(raw: dict) -> Settings:
             absent_object_outcome=outcome,
             poke_interval_seconds=_positive(source, "poke_interval_seconds", "source"),
             event_time_tolerance_hours=_non_negative(source, "event_time_tolerance_hours", "source"),
+            recheck_days=_non_negative(source, "recheck_days", "source"),
         ),
         ingest=IngestSettings(
             retries=int(_require(ingest, "retries", "ingest")),

@@ -27,6 +27,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -396,6 +397,10 @@ class WindowLoader:
         # A rejected object stays rejected until it changes: the catch-up does not retry it.
         # Any other failure (network, warehouse, deadline) leaves the window to be tried again.
         status = "rejected" if isinstance(error, SourceFormatError) else "failed"
+        if status == "rejected" and not attempt.source_etag:
+            # Rejected before it was staged: the re-check needs the ETag to see it change.
+            with suppress(Exception):
+                attempt.source_etag = self.bucket.version(attempt.key).etag
         self._log(attempt, status=status, error=f"{type(error).__name__}: {error}")
         if attempt.commit_sent:
             # The commit may have landed before its reply was lost: the rows may be the
@@ -520,6 +525,7 @@ class IngestReport:
     data_seconds: float = 0.0
     absent_windows: int = 0
     absent_seconds: float = 0.0
+    recheck: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -196,12 +196,19 @@ class SourceBucket:
 
     def keys_under(self, prefix: str) -> set[str]:
         """Return every key that starts with ``prefix``, over as many list pages as it takes."""
+        return set(self.etags_under(prefix)[0])
+
+    def etags_under(self, prefix: str) -> tuple[dict[str, str], int]:
+        """Return ``{key: ETag}`` of every key that starts with ``prefix``, and the LIST calls it took."""
         paginator = self._client.get_paginator("list_objects_v2")
-        return {
-            entry["Key"]
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
-            for entry in page.get("Contents", ())
-        }
+        etags: dict[str, str] = {}
+        calls = 0
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            calls += 1
+            etags.update(
+                (entry["Key"], entry.get("ETag", "").strip('"')) for entry in page.get("Contents", ())
+            )
+        return etags, calls
 
     @contextmanager
     def fetch_member(self, key: str, member: str) -> Iterator[FetchedObject]:
