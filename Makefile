@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-under-load lint benchmark benchmark-marts benchmark-catchup standalone clean
+.PHONY: demo test test-under-load airflow lint benchmark benchmark-marts benchmark-catchup standalone clean
 
 $(STAMP): requirements.txt requirements-embedded.txt requirements-dev.txt constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: set PYTHON=/path/to/python3.11"; exit 1; }
@@ -41,6 +41,10 @@ benchmark-catchup: $(STAMP)
 
 standalone: $(STAMP)
 	$(BIN)/python scripts/standalone.py $(ARGS)
+
+# The airflow CLI against the stack of `make standalone`, e.g. make airflow ARGS="dags list".
+airflow: $(STAMP)
+	$(BIN)/python scripts/airflow_local.py $(ARGS)
 
 clean:
 	rm -rf .local

@@ -16,6 +16,7 @@ SCRIPTS = (
     "benchmark_marts",
     "benchmark_catchup",
     "suite_under_load",
+    "airflow_local",
 )
 
 
@@ -39,3 +40,23 @@ def test_help_shows_the_default_of_every_option(script):
 def test_make_passes_args_to_the_script(script):
     makefile = (local_stack.PROJECT_ROOT / "Makefile").read_text()
     assert re.search(rf"scripts/{script}\.py \$\(ARGS\)\n", makefile)
+
+
+def test_make_airflow_points_the_cli_at_the_standalone_stack(tmp_path):
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(local_stack.PROJECT_ROOT / "scripts" / "airflow_local.py"),
+            "--home",
+            str(tmp_path),
+            "config",
+            "get-value",
+            "database",
+            "sql_alchemy_conn",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    assert completed.stdout.strip() == f"sqlite:///{tmp_path / 'airflow' / 'airflow.db'}"
