@@ -132,6 +132,17 @@ def airflow_command(*args: str, env: dict[str, str]) -> int:
     return local_stack.run_to_end([str(executable), *args], env={**os.environ, **env})
 
 
+def check_connections(settings) -> None:
+    """Fail now, naming it, when a connection the configuration names is not defined: the
+    DAGs' tasks would fail the same way, but only in their logs."""
+    from clickstream.source import SourceBucket
+    from clickstream.warehouse import ClickHouseHook
+
+    SourceBucket(settings.source.conn_id, settings.source.bucket).check_connection()
+    with ClickHouseHook(settings.warehouse.conn_id) as hook:
+        hook.get_conn()
+
+
 def generate_source(settings, hours: int, events_per_hour: int, seed: int) -> int:
     """Write the generated hours into the bucket; return the number of objects."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
@@ -231,6 +242,7 @@ def demo(args: argparse.Namespace, out: TextIO) -> bool:
         from clickstream.config import get_settings
 
         settings = get_settings()
+        check_connections(settings)
         if airflow_command("db", "migrate", env=env) or airflow_command(
             "pools", "set", settings.warehouse.pool, "1", "chdb: one process per data path", env=env
         ):

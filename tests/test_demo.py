@@ -84,3 +84,31 @@ def test_the_demo_stops_everything_it_started_on_a_signal(tmp_path, signum):
         assert tree.commands() == []
     finally:
         tree.kill_all()
+
+
+@pytest.mark.parametrize(
+    ("key", "named"),
+    [
+        ("warehouse__conn_id", "WarehouseConnectionUndefined: the Airflow connection 'clickhouse_prod'"),
+        ("source__conn_id", "SourceSetupError: the Airflow connection 'clickhouse_prod'"),
+    ],
+)
+def test_a_connection_that_is_not_defined_stops_the_demo_at_once_naming_it(
+    tmp_path, project_config, key, named
+):
+    config = project_config(**{key: '"clickhouse_prod"'})
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(local_stack.PROJECT_ROOT / "scripts" / "demo.py"),
+            "--home",
+            str(tmp_path / "demo"),
+        ],
+        env={**fresh_shell_environment(), "CLICKSTREAM_CONFIG": str(config)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 1
+    assert f"Demo stopped: {named}" in completed.stdout, completed.stdout
+    assert "DAG runs" not in completed.stdout, "it stops before any DAG runs"

@@ -31,7 +31,8 @@ from functools import cached_property
 from pathlib import Path
 from urllib.parse import quote
 
-from botocore.exceptions import ClientError
+from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
+from botocore.exceptions import ClientError, NoCredentialsError
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,11 @@ _ZIP_END_SEARCH_BYTES = 22 + 0xFFFF
 
 class SourceError(Exception):
     """A source object could not be used; the message names the object."""
+
+
+class SourceSetupError(SourceError, AirflowFailException):
+    """The bucket cannot be reached as configured (no such connection or bucket, no
+    credentials): the message names what to fix, and the task fails without retries."""
 
 
 class SourceObjectMissing(SourceError):
@@ -174,7 +180,38 @@ class SourceBucket:
     def _client(self):
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
+        try:
+            S3Hook.get_connection(self.conn_id)
+        except AirflowNotFoundException as error:
+            # Without it the AWS hook would go on with whatever credentials the machine has,
+            # and fail later with NoCredentialsError, naming nothing.
+            raise SourceSetupError(
+                f"the Airflow connection {self.conn_id!r} of the bucket (source.conn_id) is not defined: "
+                f"{error}"
+            ) from None
         return S3Hook(aws_conn_id=self.conn_id).get_conn()
+
+    def check_connection(self) -> None:
+        """Raise :class:`SourceSetupError` now if the bucket's Airflow connection is not defined."""
+        _ = self._client
+
+    @contextmanager
+    def _named_failures(self) -> Iterator[None]:
+        """Name the bucket and the connection where S3 refuses them."""
+        try:
+            yield
+        except NoCredentialsError:
+            raise SourceSetupError(
+                f"the Airflow connection {self.conn_id!r} (source.conn_id) gives no S3 credentials for "
+                f"bucket {self.bucket!r}"
+            ) from None
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "NoSuchBucket":
+                raise SourceSetupError(
+                    f"bucket {self.bucket!r} (source.bucket) does not exist at the endpoint of connection "
+                    f"{self.conn_id!r}"
+                ) from None
+            raise
 
     def version(self, key: str) -> ObjectVersion:
         """Return the ETag and size of ``key`` without reading it.
@@ -182,7 +219,8 @@ class SourceBucket:
         :raises SourceObjectMissing: the key does not exist.
         """
         try:
-            head = self._client.head_object(Bucket=self.bucket, Key=key)
+            with self._named_failures():
+                head = self._client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in _MISSING_CODES:
                 raise SourceObjectMissing(self.bucket, key) from None
@@ -203,11 +241,12 @@ class SourceBucket:
         paginator = self._client.get_paginator("list_objects_v2")
         etags: dict[str, str] = {}
         calls = 0
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-            calls += 1
-            etags.update(
-                (entry["Key"], entry.get("ETag", "").strip('"')) for entry in page.get("Contents", ())
-            )
+        with self._named_failures():
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                calls += 1
+                etags.update(
+                    (entry["Key"], entry.get("ETag", "").strip('"')) for entry in page.get("Contents", ())
+                )
         return etags, calls
 
     @contextmanager
@@ -221,7 +260,8 @@ class SourceBucket:
         with tempfile.TemporaryDirectory(prefix="clickstream-") as workdir:
             archive_path = Path(workdir) / "object.zip"
             try:
-                response = self._client.get_object(Bucket=self.bucket, Key=key)
+                with self._named_failures():
+                    response = self._client.get_object(Bucket=self.bucket, Key=key)
             except ClientError as error:
                 if error.response.get("Error", {}).get("Code") in _MISSING_CODES:
                     raise SourceObjectMissing(self.bucket, key) from None

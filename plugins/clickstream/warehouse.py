@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
 
 from clickstream import records, sql
 from clickstream.config import SQL_DIR, SourceTable
@@ -76,6 +77,10 @@ _UNBOUND = "'\t'"
 
 class ConnectionConfigError(ValueError):
     """An extra of the warehouse connection is unknown or holds a value it cannot take."""
+
+
+class WarehouseConnectionUndefined(AirflowFailException):
+    """The configured warehouse connection does not exist: the task fails without retries."""
 
 
 def parse_bool(value: Any, name: str) -> bool:
@@ -391,7 +396,13 @@ class ClickHouseHook(BaseHook):
 
     @cached_property
     def backend(self) -> _EmbeddedBackend | _ServerBackend:
-        connection = self.get_connection(self.clickhouse_conn_id)
+        try:
+            connection = self.get_connection(self.clickhouse_conn_id)
+        except AirflowNotFoundException as error:
+            raise WarehouseConnectionUndefined(
+                f"the Airflow connection {self.clickhouse_conn_id!r} of the warehouse (warehouse.conn_id) "
+                f"is not defined: {error}"
+            ) from None
         chdb_path = connection.extra_dejson.get("chdb_path")
         if chdb_path:
             log.info("Warehouse %s: embedded chdb at %s", self.clickhouse_conn_id, chdb_path)
