@@ -726,10 +726,19 @@ def test_rows_a_commit_hides_are_deleted_by_the_next_refresh(hand_built, load, h
     assert_equals_full_rebuild(hook, settings)
 
 
-def _refresh_that_stops_before_its_commit(hook, settings, monkeypatch, killed: bool) -> str:
-    """Run a refresh that stops at its commit; return its version. ``killed``: it also
-    cannot record itself abandoned nor drop its working tables, as when its process dies."""
+def _refresh_that_stops_before_its_commit(
+    s3_client, bucket, load, hook, settings, monkeypatch, killed: bool
+) -> str:
+    """Over the hand-built windows, refresh, load W3 again, then run a refresh that stops at
+    its commit and return its version, checking that readers still see the first refresh.
+    ``killed``: it also cannot record itself abandoned nor drop its working tables, as when
+    its process dies."""
     from clickstream import marts
+
+    refresh(hook, settings)
+    before = table_checksums(hook, settings)
+    put_window(s3_client, bucket, W3, [D1])
+    load(W3)
 
     record = marts._record
 
@@ -747,20 +756,17 @@ def _refresh_that_stops_before_its_commit(hook, settings, monkeypatch, killed: b
     [[stopped]] = rows(
         hook, settings, "SELECT toString(max(version)) FROM {db}.marts_versions WHERE status = 'started'"
     )
+    assert table_checksums(hook, settings) == before
     return stopped
 
 
 def test_rows_of_a_refresh_that_failed_before_its_commit_stay_hidden_and_the_next_deletes_them(
     hand_built, s3_client, bucket, load, hook, settings, monkeypatch
 ):
-    refresh(hook, settings)
-    before = table_checksums(hook, settings)
-    put_window(s3_client, bucket, W3, [D1])
-    load(W3)
+    failed = _refresh_that_stops_before_its_commit(
+        s3_client, bucket, load, hook, settings, monkeypatch, killed=False
+    )
 
-    failed = _refresh_that_stops_before_its_commit(hook, settings, monkeypatch, killed=False)
-
-    assert table_checksums(hook, settings) == before
     assert storage_rows(hook, settings, "mart_hourly_events", f"version = {failed}") > 0
     assert rows(hook, settings, WORKING_TABLES) == [], "a failing refresh drops its working tables"
 
@@ -774,14 +780,10 @@ def test_rows_of_a_refresh_that_failed_before_its_commit_stay_hidden_and_the_nex
 def test_rows_of_a_refresh_killed_before_its_commit_are_deleted_once_it_is_twice_its_deadline_old(
     hand_built, s3_client, bucket, load, hook, settings, monkeypatch, warehouse_clock
 ):
-    refresh(hook, settings)
-    before = table_checksums(hook, settings)
-    put_window(s3_client, bucket, W3, [D1])
-    load(W3)
+    killed = _refresh_that_stops_before_its_commit(
+        s3_client, bucket, load, hook, settings, monkeypatch, killed=True
+    )
 
-    killed = _refresh_that_stops_before_its_commit(hook, settings, monkeypatch, killed=True)
-
-    assert table_checksums(hook, settings) == before
     again = refresh(hook, settings)
 
     assert (again.mode, again.loads_applied) == (INCREMENTAL, 4)
