@@ -197,7 +197,7 @@ def main() -> None:
 
     telegram = FakeTelegramServer().start()
     try:
-        with local_stack.moto_server() as endpoint, standalone.sigterm_as_interrupt():
+        with local_stack.interrupted_by_signals(), local_stack.moto_server() as endpoint:
             settings, started, live_window, live_uploaded_at = run_first_start(args, endpoint, telegram, now)
         alerts_sent = len(telegram.messages)
     finally:

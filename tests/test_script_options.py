@@ -60,3 +60,28 @@ def test_make_airflow_points_the_cli_at_the_standalone_stack(tmp_path):
         check=True,
     )
     assert completed.stdout.strip() == f"sqlite:///{tmp_path / 'airflow' / 'airflow.db'}"
+
+
+def test_scripts_use_only_names_their_helper_scripts_define():
+    """A helper renamed in local_stack.py or standalone.py breaks its callers only when they
+    run (benchmark_catchup.py once did, long after the rename): read every use instead."""
+    import ast
+    import importlib
+
+    scripts = local_stack.PROJECT_ROOT / "scripts"
+    helpers = {path.stem for path in scripts.glob("*.py")}
+    missing = []
+    for path in sorted(scripts.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        imported = {
+            alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+        }
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in helpers & imported
+                and not hasattr(importlib.import_module(node.value.id), node.attr)
+            ):
+                missing.append(f"{path.name}:{node.lineno} {node.value.id}.{node.attr}")
+    assert missing == []
