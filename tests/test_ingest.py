@@ -6,6 +6,7 @@ import gzip
 import io
 import json
 import re
+import struct
 import zipfile
 import zlib
 from dataclasses import replace
@@ -24,7 +25,7 @@ from source_objects import (
 )
 
 from clickstream import loading
-from clickstream.config import get_settings
+from clickstream.config import PROJECT_ROOT, get_settings
 from clickstream.loading import (
     LoadDeadlineExceeded,
     WindowError,
@@ -618,3 +619,63 @@ def test_run_without_window_says_how_to_give_one():
 def test_window_start_must_be_an_iso_hour(value):
     with pytest.raises(WindowError, match=value):
         parse_window_start(value)
+
+
+def _local_header_with_method(body: bytes, method: int) -> bytes:
+    """``body`` with its first local header claiming another compression method than the directory."""
+    changed = bytearray(body)
+    struct.pack_into("<H", changed, 8, method)
+    return bytes(changed)
+
+
+def _member_running_past_the_end(count: int) -> bytes:
+    """A stored member whose directory claims more bytes than the object holds after it."""
+    data = member_bytes(count)
+    archive = bytearray(raw_zip(MEMBER, data, method=0, crc=zlib.crc32(data), size=len(data)))
+    central = archive.rindex(b"PK\x01\x02")
+    struct.pack_into("<2L", archive, central + 20, len(data) + 100_000, len(data) + 100_000)
+    return bytes(archive)
+
+
+def _stored_with_wrong_length(count: int) -> bytes:
+    """A stored member whose CRC-32 is right but whose directory gives it another length."""
+    data = member_bytes(count)
+    return raw_zip(MEMBER, data, method=0, crc=zlib.crc32(data), size=len(data) - 98)
+
+
+# Each rejected object the README shows, and the object that produces it: its texts are the
+# loader's, word for word (after the object's s3:// name).
+README_OBJECT_EXAMPLES = [
+    (b"", ": not a ZIP archive: the object is empty (0 bytes); expected a ZIP archive holding 'browser_events.jsonl'"),
+    (gzip.compress(member_bytes(10), mtime=0), ": not a ZIP archive: the object (236 bytes) is gzip data; expected a ZIP archive holding 'browser_events.jsonl'"),
+    (ERROR_PAGE, ": not a ZIP archive: the object (62 bytes) is an HTML page; expected a ZIP archive holding 'browser_events.jsonl'"),
+    (b"this is not a zip archive",
+     ": not a ZIP archive: the object (25 bytes) is of unknown format (it starts with bytes 74 68 69 73 20 69 73 20); expected a ZIP archive holding 'browser_events.jsonl'"),
+    (GOOD_ARCHIVE[: len(GOOD_ARCHIVE) // 2],
+     ": truncated ZIP archive: the object (889 bytes) starts like a ZIP archive but lacks the directory that ends a complete one; expected a ZIP archive holding 'browser_events.jsonl'"),
+    (zip_bytes("other.jsonl", browser_lines(3)), ": ZIP archive has no member 'browser_events.jsonl' (members: other.jsonl)"),
+    (encrypted(), ": member 'browser_events.jsonl' is encrypted; the loader reads only unencrypted members"),
+    (zipped_with(zipfile.ZIP_BZIP2),
+     ": member 'browser_events.jsonl' uses ZIP compression method 12 (bzip2), which the loader does not read; expected stored (0) or deflate (8)"),
+    (_local_header_with_method(GOOD_ARCHIVE, 0), ": member 'browser_events.jsonl' has a corrupt local header (it disagrees with the directory)"),
+    (_member_running_past_the_end(100),
+     ": member 'browser_events.jsonl' is truncated: its 127200 bytes from offset 50 run past the end of the object (27338 bytes)"),
+    (deflate_damaged_after(100, 300),
+     " line 101: member 'browser_events.jsonl' is damaged: its compressed data stops decoding in this line (invalid block type)"),
+    (deflate_cut_after(100, 300), " line 101: member 'browser_events.jsonl' is damaged: its compressed data ends before its end marker"),
+    (stored_with_flipped_byte(1000),
+     ": member 'browser_events.jsonl' is damaged: its CRC-32 is 8a775e8a, the archive's directory says 6ddb672e"),
+    (_stored_with_wrong_length(1000), ": member 'browser_events.jsonl' is damaged: it holds 272000 bytes, the archive's directory says 271902"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("body", "text"), README_OBJECT_EXAMPLES)
+def test_the_readmes_rejected_objects_are_the_loaders_texts_word_for_word(
+    s3_client, bucket, loader, settings, body, text
+):
+    key = put_object(s3_client, bucket, HOUR, "browser_events", body)
+    with pytest.raises(SourceFormatError) as raised:
+        loader.load(settings.table("browser_events"), HOUR)
+    found = str(raised.value).removeprefix(f"s3://{bucket}/{key}")
+    assert found == text
+    assert f"`{text}`" in (PROJECT_ROOT / "README.md").read_text(), "the README shows this text as it is"
