@@ -11,11 +11,17 @@ loopback, this
    catch-up and marts DAGs unpaused, as on a first start;
 3. uploads the live hour's objects ``--live-after`` seconds into the catch-up, and waits
    until history is resolved, the live hour is loaded and the marts reflect everything;
-4. stops everything it started (by process group), then checks the marts against a full
+4. follows the bucket: uploads the last absent hour late and replaces a loaded hour near the
+   end with other content, triggers the catch-up DAG (its re-check runs before each batch;
+   without the trigger the next one comes with the hourly timer), and waits until both are
+   loaded and the marts refreshed after them;
+5. stops everything it started (by process group), then checks the marts against a full
    rebuild and prints, one per line:
 
    windows_per_minute, task_instances_per_window, absent_hour_cost_ratio, alerts_sent,
-   max_minutes_between_mart_refreshes, live_hour_minutes_to_load, marts_equal_full_rebuild.
+   max_minutes_between_mart_refreshes, live_hour_minutes_to_load,
+   late_object_recovered_minutes, changed_object_reloaded_minutes,
+   recheck_list_calls_per_period, marts_equal_full_rebuild.
 
 Timing comes from the task instances' start and end in Airflow's metadata database; the
 cost of a window with data and of an absent one from the catch-up batches' own reports.
@@ -94,21 +100,55 @@ def task_instances(dag_ids: tuple[str, ...]) -> list[dict]:
         ]
 
 
-def batch_reports() -> list[dict]:
-    """The IngestReport of every finished catch-up batch (the XCom of load_batch)."""
+def batch_reports(started_by: datetime | None = None) -> list[dict]:
+    """The IngestReport of every finished catch-up batch (the XCom of load_batch); with
+    ``started_by``, of the batches started by then only."""
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
     with create_session() as session:
-        values = session.scalars(
-            select(XComModel.value).where(
+        rows = session.execute(
+            select(XComModel.run_id, XComModel.value).where(
                 XComModel.dag_id == "clickstream_ingest_catchup",
                 XComModel.task_id == "load_batch",
                 XComModel.key == "return_value",
             )
         ).all()
-    return [value if isinstance(value, dict) else json.loads(value) for value in values]
+    if started_by is not None:
+        early = {
+            ti["run_id"]
+            for ti in task_instances(("clickstream_ingest_catchup",))
+            if ti["task_id"] == "load_batch" and ti["start"] and ti["start"] <= started_by
+        }
+        rows = [(run_id, value) for run_id, value in rows if run_id in early]
+    return [value if isinstance(value, dict) else json.loads(value) for _, value in rows]
+
+
+def batches_finished_after(moment: datetime) -> list[tuple[datetime, dict]]:
+    """(end, IngestReport) of every catch-up batch that succeeded after ``moment``, oldest first."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    ends = {
+        ti["run_id"]: ti["end"]
+        for ti in task_instances(("clickstream_ingest_catchup",))
+        if ti["task_id"] == "load_batch" and ti["state"] == "success" and ti["end"] and ti["end"] > moment
+    }
+    with create_session() as session:
+        rows = session.execute(
+            select(XComModel.run_id, XComModel.value).where(
+                XComModel.dag_id == "clickstream_ingest_catchup",
+                XComModel.task_id == "load_batch",
+                XComModel.key == "return_value",
+                XComModel.run_id.in_(list(ends)),
+            )
+        ).all()
+    found = [
+        (ends[run_id], value if isinstance(value, dict) else json.loads(value)) for run_id, value in rows
+    ]
+    return sorted(found, key=lambda pair: pair[0])
 
 
 def live_loaded_at(live_window: datetime) -> datetime | None:
@@ -198,11 +238,21 @@ def main() -> None:
     telegram = FakeTelegramServer().start()
     try:
         with local_stack.interrupted_by_signals(), local_stack.moto_server() as endpoint:
-            settings, started, live_window, live_uploaded_at = run_first_start(args, endpoint, telegram, now)
+            settings, started, live_window, live_uploaded_at, followed = run_first_start(
+                args, endpoint, telegram, now
+            )
         alerts_sent = len(telegram.messages)
     finally:
         telegram.stop()
-    report(settings, started, live_window, live_uploaded_at, args.hours + args.absent_hours, alerts_sent)
+    report(
+        settings,
+        started,
+        live_window,
+        live_uploaded_at,
+        args.hours + args.absent_hours,
+        alerts_sent,
+        followed,
+    )
 
 
 def run_first_start(args, endpoint: str, telegram, now: datetime):
@@ -272,7 +322,49 @@ def run_first_start(args, endpoint: str, telegram, now: datetime):
                 if live_uploaded_at is not None and caught_up(total_hours) and finished(live_window):
                     break
                 time.sleep(5)
-    return settings, started, live_window, live_uploaded_at
+            late_hour = after_gap - timedelta(hours=1) if args.absent_hours else None
+            changed_hour = history_end - timedelta(hours=1)
+            followed = follow_the_bucket(
+                airflow, client, bucket, args, late_hour, changed_hour, sink, deadline
+            )
+    return settings, started, live_window, live_uploaded_at, followed
+
+
+def follow_the_bucket(airflow, client, bucket, args, late_hour, changed_hour, sink, deadline) -> dict:
+    """Upload a late hour and change a loaded one, trigger the catch-up, and time until both
+    are loaded (the batch after the re-check) and the marts refreshed after them."""
+    from synthetic_clickstream import upload_hours
+
+    caught_up_at = datetime.now(UTC)
+    if late_hour is not None:
+        upload_hours(client, bucket, late_hour, 1, args.events_per_hour, seed=1)
+    upload_hours(client, bucket, changed_hour, 1, args.events_per_hour, seed=4)
+    uploaded_at = datetime.now(UTC)
+    log.info("Uploaded late hour %s and changed hour %s; triggering the catch-up", late_hour, changed_hour)
+    airflow_cli(["dags", "trigger", "clickstream_ingest_catchup"], sink)
+    found: dict[str, datetime] = {}
+    list_calls = 0
+    while True:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"late and changed objects not loaded within the timeout; found {found}")
+        airflow.check()
+        for end, batch in batches_finished_after(uploaded_at):
+            recheck = batch.get("recheck") or {}
+            list_calls = max(list_calls, recheck.get("list_calls", 0))
+            if recheck.get("late"):
+                found.setdefault("late", end)
+            if recheck.get("changed"):
+                found.setdefault("changed", end)
+        wanted = {"changed"} | ({"late"} if late_hour is not None else set())
+        if wanted <= set(found) and marts_idle_after(max(found.values())):
+            break
+        time.sleep(5)
+    return {
+        "caught_up_at": caught_up_at,
+        "late_minutes": (found["late"] - uploaded_at).total_seconds() / 60 if "late" in found else None,
+        "changed_minutes": (found["changed"] - uploaded_at).total_seconds() / 60,
+        "list_calls": list_calls,
+    }
 
 
 def airflow_cli(command: list[str], sink) -> None:
@@ -324,15 +416,18 @@ def report(
     live_uploaded_at: datetime,
     total_hours: int,
     alerts: int,
+    followed: dict,
 ) -> None:
     from clickstream import marts
     from clickstream.warehouse import ClickHouseHook
 
-    ingest = task_instances(INGEST_DAGS)
-    batches = [ti for ti in ingest if ti["task_id"] == "load_batch" and ti["start"]]
+    # The first start only: the batches that followed the bucket afterwards are timed apart.
+    caught_up_at = followed["caught_up_at"]
+    ingest = [ti for ti in task_instances(INGEST_DAGS) if ti["start"] and ti["start"] <= caught_up_at]
+    batches = [ti for ti in ingest if ti["task_id"] == "load_batch"]
     catch_up_start = min(ti["start"] for ti in batches)
     catch_up_end = max(ti["end"] for ti in batches)
-    reports = batch_reports()
+    reports = batch_reports(started_by=caught_up_at)
     windows = sum(r["windows"] for r in reports)
     minutes = (catch_up_end - catch_up_start).total_seconds() / 60
     data_cost = sum(r["data_seconds"] for r in reports) / max(1, sum(r["data_windows"] for r in reports))
@@ -378,6 +473,11 @@ def report(
     print(f"alerts_sent={alerts}")
     print(f"max_minutes_between_mart_refreshes={max_gap_minutes(refresh_points):.2f}")
     print(f"live_hour_minutes_to_load={(live_end - live_uploaded_at).total_seconds() / 60:.2f}")
+    late = followed["late_minutes"]
+    print("re-check period: before each catch-up batch (here, a triggered run; otherwise the hourly timer)")
+    print(f"late_object_recovered_minutes={'n/a' if late is None else f'{late:.2f}'}")
+    print(f"changed_object_reloaded_minutes={followed['changed_minutes']:.2f}")
+    print(f"recheck_list_calls_per_period={followed['list_calls']}")
     print(f"marts_equal_full_rebuild={'true' if refreshed == rebuilt else 'false'}")
 
 
