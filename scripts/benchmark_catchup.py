@@ -100,9 +100,8 @@ def task_instances(dag_ids: tuple[str, ...]) -> list[dict]:
         ]
 
 
-def batch_reports(started_by: datetime | None = None) -> list[dict]:
-    """The IngestReport of every finished catch-up batch (the XCom of load_batch); with
-    ``started_by``, of the batches started by then only."""
+def _batch_reports_by_run() -> dict[str, dict]:
+    """{run_id: IngestReport} of every finished catch-up batch (the XCom of load_batch)."""
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
@@ -115,38 +114,30 @@ def batch_reports(started_by: datetime | None = None) -> list[dict]:
                 XComModel.key == "return_value",
             )
         ).all()
-    if started_by is not None:
-        early = {
-            ti["run_id"]
-            for ti in task_instances(("clickstream_ingest_catchup",))
-            if ti["task_id"] == "load_batch" and ti["start"] and ti["start"] <= started_by
-        }
-        rows = [(run_id, value) for run_id, value in rows if run_id in early]
-    return [value if isinstance(value, dict) else json.loads(value) for _, value in rows]
+    return {run_id: value if isinstance(value, dict) else json.loads(value) for run_id, value in rows}
+
+
+def _batch_instances() -> list[dict]:
+    return [ti for ti in task_instances(("clickstream_ingest_catchup",)) if ti["task_id"] == "load_batch"]
+
+
+def batch_reports(started_by: datetime | None = None) -> list[dict]:
+    """The IngestReport of every finished catch-up batch; with ``started_by``, of the batches
+    started by then only."""
+    reports = _batch_reports_by_run()
+    if started_by is None:
+        return list(reports.values())
+    early = {ti["run_id"] for ti in _batch_instances() if ti["start"] and ti["start"] <= started_by}
+    return [report for run_id, report in reports.items() if run_id in early]
 
 
 def batches_finished_after(moment: datetime) -> list[tuple[datetime, dict]]:
     """(end, IngestReport) of every catch-up batch that succeeded after ``moment``, oldest first."""
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    ends = {
-        ti["run_id"]: ti["end"]
-        for ti in task_instances(("clickstream_ingest_catchup",))
-        if ti["task_id"] == "load_batch" and ti["state"] == "success" and ti["end"] and ti["end"] > moment
-    }
-    with create_session() as session:
-        rows = session.execute(
-            select(XComModel.run_id, XComModel.value).where(
-                XComModel.dag_id == "clickstream_ingest_catchup",
-                XComModel.task_id == "load_batch",
-                XComModel.key == "return_value",
-                XComModel.run_id.in_(list(ends)),
-            )
-        ).all()
+    reports = _batch_reports_by_run()
     found = [
-        (ends[run_id], value if isinstance(value, dict) else json.loads(value)) for run_id, value in rows
+        (ti["end"], reports[ti["run_id"]])
+        for ti in _batch_instances()
+        if ti["state"] == "success" and ti["end"] and ti["end"] > moment and ti["run_id"] in reports
     ]
     return sorted(found, key=lambda pair: pair[0])
 
