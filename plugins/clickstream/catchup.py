@@ -142,10 +142,9 @@ def catch_up(
                 # Late, changed and deleted objects of recent history become unresolved
                 # windows (or a report) before the batch picks what to load.
                 recheck = recheck_bucket(hook, loader.bucket, settings, end, run_id, try_number)
-                if recheck.message():
-                    alerts.send_telegram_message(
-                        alerts.escape_within(recheck.message(), alerts.MESSAGE_LIMIT)
-                    )
+                found = recheck.message()
+                if found:
+                    alerts.send_telegram_message(alerts.escape_within(found, alerts.MESSAGE_LIMIT))
             pending = unresolved_windows(hook, settings, settings.start_date, end)
             log.info(
                 "%d window(s) between %s and %s lack a final row; resolving them for up to %d s",
