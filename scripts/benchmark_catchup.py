@@ -39,7 +39,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -294,7 +293,7 @@ def run_first_start(args, endpoint: str, telegram, now: datetime):
         with standalone.AirflowStandalone(dict(os.environ), output=sink) as airflow:
             # Unpaused only once the API server answers: a task started before it cannot
             # report to the execution API and waits out a retry delay.
-            wait_until_healthy(airflow, api_port)
+            airflow.wait_until_healthy(api_port)
             started = datetime.now(UTC)
             for dag_id in DAG_IDS:
                 airflow_cli(["dags", "unpause", dag_id], sink)
@@ -366,25 +365,6 @@ def airflow_cli(command: list[str], sink) -> None:
         stdout=sink,
         stderr=subprocess.STDOUT,
     )
-
-
-def wait_until_healthy(airflow, api_port: int, timeout: float = 300) -> None:
-    """Block until the API server reports a healthy scheduler and DAG processor."""
-    deadline = time.monotonic() + timeout
-    url = f"http://127.0.0.1:{api_port}/api/v2/monitor/health"
-    while time.monotonic() < deadline:
-        airflow.check()
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                health = json.load(response)
-            if all(
-                health.get(part, {}).get("status") == "healthy" for part in ("scheduler", "dag_processor")
-            ):
-                return
-        except (OSError, ValueError):
-            pass
-        time.sleep(2)
-    raise RuntimeError(f"Airflow was not healthy within {timeout:.0f} s")
 
 
 def finished(live_window: datetime) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import re
 import signal
@@ -24,6 +25,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import IO
 
@@ -166,6 +168,29 @@ class AirflowStandalone:
                 missing = ", ".join(sorted(set(COMPONENTS) - set(self.components)))
                 raise ComponentExited(f"not started within {self.startup_timeout:.0f} s: {missing}")
             time.sleep(poll_interval)
+
+    def wait_until_healthy(self, api_port: int, timeout: float = 300.0) -> None:
+        """Block until the API server on ``api_port`` reports a healthy scheduler and DAG processor.
+
+        A task started before the API server answers cannot report to the execution API and
+        waits out a retry delay: unpause DAGs and trigger runs only after this returns.
+        """
+        deadline = time.monotonic() + timeout
+        url = f"http://127.0.0.1:{api_port}/api/v2/monitor/health"
+        while time.monotonic() < deadline:
+            self.check()
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    health = json.load(response)
+                if all(
+                    (health.get(part) or {}).get("status") == "healthy"
+                    for part in ("scheduler", "dag_processor")
+                ):
+                    return
+            except (OSError, ValueError):
+                pass
+            time.sleep(2)
+        raise ComponentExited(f"Airflow was not healthy within {timeout:.0f} s")
 
     def watch(self, poll_interval: float = 1.0) -> None:
         """Block while everything runs; raise :class:`ComponentExited` as soon as something exits."""
