@@ -4,8 +4,8 @@
 -- cannot run on the embedded engine). There are no credentials here: the server reaches the
 -- bucket with its own (a service account linked to a Yandex Managed ClickHouse cluster, or
 -- endpoint credentials in the server's configuration; see the README).
--- The select list, the contract settings (records.ENGINE_SETTINGS) and the block sizes are
--- those of insert_loads_from_file.sql. use_hive_partitioning = 0: the keys hold
+-- The select list, the read (records.EngineRead) and the block sizes are those of
+-- insert_loads_from_file.sql. use_hive_partitioning = 0: the keys hold
 -- year=/month=/day=/hour= segments, which ClickHouse 25.8 would otherwise demand as columns.
 INSERT INTO {database:Identifier}.{loads_table:Identifier}
 SELECT
@@ -14,7 +14,7 @@ SELECT
     {source_key:String},
     {source_etag:String},
     {loaded_at:DateTime64(6, 'UTC')},
-    *
+    untuple(CAST(tuple(*), {row_type:String}))
 FROM s3({url:String}, 'JSONEachRow', {structure:String})
 SETTINGS
     use_hive_partitioning = 0,

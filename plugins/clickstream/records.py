@@ -13,7 +13,8 @@ them:
 * **numbers in string fields**: a ``String`` or ``UUID`` field takes a JSON string only; a
   number, boolean, object or array there is rejected. A ``Float64`` field takes a JSON number
   or a JSON string holding one (the source writes coordinates as strings), including an
-  exponent, ``nan`` and ``inf``; an empty string there reads as 0.
+  exponent, ``nan`` and ``inf``, and stores the double nearest to it; an empty string there
+  is rejected, as a null is (it holds no number).
 * **booleans**: a ``Bool`` field takes ``true``/``false`` or the numbers ``1``/``0``; a string
   (``"true"``, ``"1"``) is rejected, and so is a boolean in a ``Float64`` field.
 * **unknown extra keys** are ignored; **empty lines** (or blank ones) are skipped but
@@ -80,14 +81,53 @@ def is_timestamp_type(clickhouse_type: str) -> bool:
 
 
 def json_structure(table: SourceTable) -> str:
-    """Return the ClickHouse structure that reads one JSON line of ``table``.
+    """Return the ClickHouse structure that reads one JSON line of ``table`` under the contract.
 
     Every column is Nullable (a missing key or a null fails the insert); timestamp columns
     are read as text and converted by the insert, so that a JSON number cannot pass.
     """
-    return ", ".join(
-        f"{c.name} Nullable({'String' if is_timestamp_type(c.type) else c.type})" for c in table.columns
+    return ", ".join(f"{c.name} Nullable({_read_type(c.type)})" for c in table.columns)
+
+
+def _read_type(clickhouse_type: str) -> str:
+    return "String" if is_timestamp_type(clickhouse_type) else clickhouse_type
+
+
+@dataclass(frozen=True)
+class EngineRead:
+    """How the engine reads one table's lines: what a load's statements bind.
+
+    The JSON reader parses a ``Float64`` by a fast path that can land one ulp away from the
+    decimal in the source (``-10.95817`` read as ``-10.958169999999999``), whatever
+    ``precise_float_parsing`` says; a cast of the text honours it. So a table with a
+    ``Float64`` column is read with its numbers as written (``structure``: those columns as
+    text, ``settings``: numbers read as strings) and each row cast to ``row_type``; that read
+    would take a number in a ``String`` field, so ``contract_structure`` checks the contract
+    first, over the same lines, with ``ENGINE_SETTINGS``. A table without one is read under
+    the contract at once.
+    """
+
+    structure: str
+    row_type: str
+    settings: dict[str, object]
+    contract_structure: str | None
+
+
+# The nearest double to each decimal, in the cast of the text to Float64.
+_EXACT_CAST_SETTINGS = {"precise_float_parsing": 1}
+
+
+def engine_read(table: SourceTable) -> EngineRead:
+    """Return how the engine reads ``table``'s lines (see :class:`EngineRead`)."""
+    contract = json_structure(table)
+    row_type = f"Tuple({contract})"
+    if not any(c.type == "Float64" for c in table.columns):
+        return EngineRead(contract, row_type, {**ENGINE_SETTINGS, **_EXACT_CAST_SETTINGS}, None)
+    as_written = ", ".join(
+        f"{c.name} Nullable({'String' if c.type == 'Float64' else _read_type(c.type)})" for c in table.columns
     )
+    settings = {**ENGINE_SETTINGS, "input_format_json_read_numbers_as_strings": 1, **_EXACT_CAST_SETTINGS}
+    return EngineRead(as_written, row_type, settings, contract)
 
 
 class RecordError(ValueError):
@@ -134,7 +174,7 @@ def _to_float(value):
         return float(value)
     if isinstance(value, str):
         if value == "":
-            return 0.0
+            raise ValueError("an empty string; expected a decimal number or a string holding one")
         if _DECIMAL_TEXT.match(value):
             return float(value) if "nan" not in value.lower() else math.nan
         raise ValueError("not a decimal number; expected a decimal number or a string holding one")

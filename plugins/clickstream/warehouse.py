@@ -314,16 +314,7 @@ class _EmbeddedBackend:
             yield StagedObject(bucket.bucket, key, member, fetched.etag, fetched.size_bytes, _local=fetched)
 
     def load(self, target: Params, table: SourceTable, source: StagedObject, metadata: Params) -> None:
-        self.execute(
-            sql.statement("insert_loads_from_file"),
-            {
-                **target,
-                **metadata,
-                "path": str(source.local_member()),
-                "structure": records.json_structure(table),
-            },
-            records.ENGINE_SETTINGS,
-        )
+        _read_lines(self, "file", {"path": str(source.local_member())}, target, table, metadata)
 
     def close(self) -> None:
         self._session.close()
@@ -367,14 +358,34 @@ class _ServerBackend:
             )
 
     def load(self, target: Params, table: SourceTable, source: StagedObject, metadata: Params) -> None:
-        self.execute(
-            sql.statement("insert_loads_from_s3"),
-            {**target, **metadata, "url": source.url, "structure": records.json_structure(table)},
-            records.ENGINE_SETTINGS,
-        )
+        _read_lines(self, "s3", {"url": source.url}, target, table, metadata)
 
     def close(self) -> None:
         self._client.disconnect()
+
+
+def _read_lines(
+    backend: _EmbeddedBackend | _ServerBackend,
+    source: str,
+    location: Params,
+    target: Params,
+    table: SourceTable,
+    metadata: Params,
+) -> None:
+    """Append the lines at ``location`` (a ``file()`` path or an ``s3()`` URL) to the loads table,
+    checked against the input contract first when the read takes numbers as written."""
+    read = records.engine_read(table)
+    if read.contract_structure is not None:
+        backend.execute(
+            sql.statement(f"select_checked_lines_from_{source}"),
+            {**location, "structure": read.contract_structure},
+            records.ENGINE_SETTINGS,
+        )
+    backend.execute(
+        sql.statement(f"insert_loads_from_{source}"),
+        {**target, **metadata, **location, "structure": read.structure, "row_type": read.row_type},
+        read.settings,
+    )
 
 
 class ClickHouseHook(BaseHook):
