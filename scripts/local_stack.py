@@ -140,9 +140,16 @@ def s3_connection_uri(endpoint_url: str) -> str:
     )
 
 
-def chdb_connection_uri(path: Path) -> str:
-    """Return an Airflow connection (JSON) for the embedded engine with data at ``path``."""
-    return json.dumps({"conn_type": "clickhouse", "extra": {"chdb_path": str(path)}})
+def chdb_connection_uri(path: Path, marts_snapshot_dir: Path | None = None) -> str:
+    """Return an Airflow connection (JSON) for the embedded engine with data at ``path``.
+
+    :param marts_snapshot_dir: where it publishes the marts for readers in other processes
+        (the dashboards), if anywhere.
+    """
+    extra = {"chdb_path": str(path)}
+    if marts_snapshot_dir is not None:
+        extra["marts_snapshot_dir"] = str(marts_snapshot_dir)
+    return json.dumps({"conn_type": "clickhouse", "extra": extra})
 
 
 def server_connection_uri(port: int, **extra) -> str:

@@ -10,10 +10,14 @@ rows and of a dead refresh's rows; the parameterised views.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
+import local_stack
 import pytest
 from source_objects import put_sample_window, put_table
 
@@ -526,6 +530,66 @@ def test_refresh_warehouse_opens_the_configured_warehouse(chdb_path, settings):
 
     assert result == {**result, "mode": FULL, "loads_applied": 0, "ranges": []}
     assert json.loads(json.dumps(result)) == result
+
+
+SNAPSHOT_READER = """
+import json, sys
+from pathlib import Path
+from clickstream.config import get_settings
+from clickstream.marts import attach_snapshot, table_checksums
+from clickstream.warehouse import ClickHouseHook
+with ClickHouseHook() as hook:
+    attach_snapshot(hook, get_settings(), Path(sys.argv[1]))
+    print(json.dumps(table_checksums(hook, get_settings())))
+"""
+
+
+def read_snapshot_in_another_process(snapshot_dir, reader_path) -> dict[str, str]:
+    """The marts' checksums as a reader in a process of its own, on its own chdb, sees them."""
+    env = {**os.environ, "AIRFLOW_CONN_CLICKHOUSE_DEFAULT": local_stack.chdb_connection_uri(reader_path)}
+    completed = subprocess.run(
+        [sys.executable, "-c", SNAPSHOT_READER, str(snapshot_dir)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def test_readers_in_another_process_see_what_the_marts_show_after_each_refresh_and_truncate(
+    tmp_path, chdb_path, settings, s3_client, bucket, s3_connection, sample_dir, monkeypatch
+):
+    from clickstream.marts import publish_snapshot, refresh_warehouse
+    from clickstream.truncate import truncate_warehouse
+
+    snapshots = tmp_path / "snapshots"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CLICKHOUSE_DEFAULT", local_stack.chdb_connection_uri(chdb_path, snapshots)
+    )
+    window = datetime(2022, 11, 28, 21, tzinfo=UTC)  # where the sample's stamps are
+    put_sample_window(s3_client, bucket, window, sample_dir)
+    with ClickHouseHook() as writer:
+        ensure_schema(writer, settings)
+        loader = WindowLoader(writer, SourceBucket(s3_connection, settings.source.bucket), settings)
+        for table in settings.tables:
+            loader.load(table, window)
+    refresh_warehouse(settings)
+    with ClickHouseHook() as writer:
+        first = table_checksums(writer, settings)
+    assert all(not value.startswith("0:") for value in first.values()), first
+
+    assert read_snapshot_in_another_process(snapshots, tmp_path / "reader") == first
+
+    # Each publication is a new folder behind one link: the reader follows it, and only the
+    # newest two stay.
+    truncate_warehouse(settings, settings.warehouse.database, "marts", dry_run=False)
+    with ClickHouseHook() as writer:
+        publish_snapshot(writer, settings)
+        emptied = table_checksums(writer, settings)
+    assert all(value.startswith("0:") for value in emptied.values()), emptied
+    assert read_snapshot_in_another_process(snapshots, tmp_path / "reader") == emptied
+    assert len(list(snapshots.glob("marts-*"))) == 2
+    refresh_warehouse(settings)
+    assert read_snapshot_in_another_process(snapshots, tmp_path / "reader") == first
 
 
 # --- chunks, late and skipped windows: the invariant over a sequence -------------------------

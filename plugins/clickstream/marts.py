@@ -49,6 +49,7 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
+import shutil
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -56,6 +57,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
+from pathlib import Path
 
 from clickstream import clock
 from clickstream.config import Settings
@@ -649,4 +651,71 @@ def refresh_warehouse(settings: Settings) -> dict:
     :param settings: the bundle's settings (warehouse connection, database, marts).
     """
     with ClickHouseHook(settings.warehouse.conn_id) as hook:
-        return refresh(hook, settings).to_dict()
+        result = refresh(hook, settings).to_dict()
+        publish_snapshot(hook, settings)
+        return result
+
+
+SNAPSHOT_LINK = "current"
+"""The name, in the snapshot directory, of the link to the newest complete snapshot."""
+SNAPSHOT_STRUCTURES = "structures.json"
+"""The file, in each snapshot, that gives each mart's columns as a file() structure."""
+
+
+def publish_snapshot(hook: ClickHouseHook, settings: Settings) -> Path | None:
+    """Write what readers see of the five marts to ``hook.marts_snapshot_dir``, if it has one.
+
+    Each snapshot is a new folder holding one Native file per mart and their structures
+    (``SNAPSHOT_STRUCTURES``); the link ``SNAPSHOT_LINK`` is then switched to it in one
+    rename, so a reader in another process sees one snapshot or the next, never a mix. The
+    folder before it stays for readers still in it; older ones are deleted.
+
+    :return: the new snapshot's folder, or None when the warehouse publishes none.
+    """
+    directory = hook.marts_snapshot_dir
+    if directory is None:
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    snapshot = directory / f"marts-{time.time_ns()}"
+    snapshot.mkdir()
+    for mart in MARTS:
+        hook.run(
+            "export_mart_snapshot",
+            {**_database(settings), "mart": mart, "path": str(snapshot / f"{mart}.native")},
+        )
+    structures = dict(
+        hook.run("select_mart_structures", {"database": settings.warehouse.database, "marts": list(MARTS)})
+    )
+    (snapshot / SNAPSHOT_STRUCTURES).write_text(json.dumps(structures, indent=2, sort_keys=True))
+    link = directory / SNAPSHOT_LINK
+    staged_link = directory / f".{SNAPSHOT_LINK}-{uuid.uuid4().hex}"
+    staged_link.symlink_to(snapshot.name)
+    staged_link.replace(link)
+    for stale in sorted(directory.glob("marts-*"))[:-2]:
+        shutil.rmtree(stale, ignore_errors=True)
+    log.info("Published the marts for readers in %s", snapshot)
+    return snapshot
+
+
+def attach_snapshot(hook: ClickHouseHook, settings: Settings, snapshot_dir: Path) -> None:
+    """Show, on ``hook``'s own warehouse, the marts last published to ``snapshot_dir``.
+
+    For a reader in another process than the one writing (the local stack's dashboards):
+    the five marts appear under their usual names and columns, and each query reads the
+    snapshot current when it runs. A snapshot must have been published first.
+
+    :param hook: an open hook on the reader's own (embedded) warehouse.
+    :param snapshot_dir: the writing warehouse's ``marts_snapshot_dir``.
+    """
+    current = snapshot_dir / SNAPSHOT_LINK
+    structures = json.loads((current / SNAPSHOT_STRUCTURES).read_text())
+    for mart in MARTS:
+        hook.run(
+            "create_mart_snapshot_table",
+            {
+                **_database(settings),
+                "mart": mart,
+                "path": str(current / f"{mart}.native"),
+                "structure": structures[mart],
+            },
+        )

@@ -22,6 +22,7 @@ import logging
 import re
 from dataclasses import asdict, dataclass
 
+from clickstream import marts
 from clickstream.config import SQL_DIR, Settings
 from clickstream.marts import ensure_marts_schema
 from clickstream.warehouse import ClickHouseHook
@@ -135,4 +136,7 @@ def truncate_warehouse(settings: Settings, confirm: str | None, scope: str, dry_
     """Check the request, then empty the ``scope`` tables of the configured warehouse."""
     check_request(confirm, scope, settings.warehouse.database)
     with ClickHouseHook(settings.warehouse.conn_id) as hook:
-        return [entry.to_dict() for entry in truncate(hook, settings, scope, dry_run)]
+        emptied = [entry.to_dict() for entry in truncate(hook, settings, scope, dry_run)]
+        if not dry_run:
+            marts.publish_snapshot(hook, settings)
+        return emptied

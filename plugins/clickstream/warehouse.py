@@ -406,14 +406,29 @@ class ClickHouseHook(BaseHook):
         self.clickhouse_conn_id = clickhouse_conn_id
 
     @cached_property
-    def backend(self) -> _EmbeddedBackend | _ServerBackend:
+    def connection(self):
         try:
-            connection = self.get_connection(self.clickhouse_conn_id)
+            return self.get_connection(self.clickhouse_conn_id)
         except AirflowNotFoundException as error:
             raise WarehouseConnectionUndefined(
                 f"the Airflow connection {self.clickhouse_conn_id!r} of the warehouse (warehouse.conn_id) "
                 f"is not defined: {error}"
             ) from None
+
+    @cached_property
+    def marts_snapshot_dir(self) -> Path | None:
+        """Where this warehouse publishes a copy of the marts after each change, for readers
+        in other processes: the connection's ``marts_snapshot_dir`` extra, or None.
+
+        The embedded engine lets one process open its data at a time, so the local stack's
+        dashboards read this copy; a server's readers query the server itself.
+        """
+        directory = self.connection.extra_dejson.get("marts_snapshot_dir")
+        return Path(directory) if directory else None
+
+    @cached_property
+    def backend(self) -> _EmbeddedBackend | _ServerBackend:
+        connection = self.connection
         chdb_path = connection.extra_dejson.get("chdb_path")
         if chdb_path:
             log.info("Warehouse %s: embedded chdb at %s", self.clickhouse_conn_id, chdb_path)
