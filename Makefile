@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-under-load airflow lint benchmark benchmark-marts benchmark-catchup standalone clean
+.PHONY: demo test test-under-load airflow lint benchmark benchmark-marts benchmark-catchup standalone dashboards dashboards-check clean
 
 $(STAMP): requirements.txt requirements-embedded.txt requirements-dev.txt constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: set PYTHON=/path/to/python3.11"; exit 1; }
@@ -18,10 +18,32 @@ $(STAMP): requirements.txt requirements-embedded.txt requirements-dev.txt constr
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -c constraints.txt
 	touch $(STAMP)
 
+# Superset, for the dashboards and their test, in a virtualenv of its own (its pins clash
+# with Airflow's); scripts/dashboards.py reinstalls it when deploy/superset/requirements.txt changes.
+DASHBOARDS_VENV := .local/dashboards/venv/.installed
+$(DASHBOARDS_VENV): deploy/superset/requirements.txt $(STAMP)
+	$(BIN)/python -c "import sys; sys.path.insert(0, 'scripts'); import dashboards; dashboards.ensure_virtualenv(dashboards.HOME)"
+
+# Headless Chromium for the dashboard test: Debian's packages, nothing downloads a browser.
+BROWSER := /usr/bin/chromedriver
+$(BROWSER):
+	@command -v apt-get >/dev/null || { echo "the dashboard test needs Debian's chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver): install them, then run make test again"; exit 1; }
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null \
+	  || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null; } \
+	  || { echo "could not install chromium and chromium-driver with apt-get (it needs root): install them, then run make test again"; exit 1; }
+
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py $(ARGS)
 
-test: $(STAMP)
+# The Purchases dashboard in Superset on the demo's marts (the demo runs first if needed).
+dashboards: $(STAMP) $(DASHBOARDS_VENV)
+	$(BIN)/python scripts/dashboards.py serve $(ARGS)
+
+# The same, checked in headless Chromium and against the marts, then stopped.
+dashboards-check: $(STAMP) $(DASHBOARDS_VENV) $(BROWSER)
+	$(BIN)/python scripts/dashboards.py check $(ARGS)
+
+test: $(STAMP) $(DASHBOARDS_VENV) $(BROWSER)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest

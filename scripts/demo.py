@@ -88,7 +88,9 @@ def planned_runs(settings, hours: int) -> list[PlannedRun]:
 def prepare_environment(endpoint_url: str, home: Path) -> dict[str, str]:
     env = local_stack.airflow_environment(home / "airflow")
     env["AIRFLOW_CONN_CLICKSTREAM_S3"] = local_stack.s3_connection_uri(endpoint_url)
-    env["AIRFLOW_CONN_CLICKHOUSE_DEFAULT"] = local_stack.chdb_connection_uri(home / "chdb")
+    env["AIRFLOW_CONN_CLICKHOUSE_DEFAULT"] = local_stack.chdb_connection_uri(
+        home / "chdb", home / local_stack.MARTS_SNAPSHOTS
+    )
     os.environ.update(env)
     return env
 

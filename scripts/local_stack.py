@@ -140,6 +140,10 @@ def s3_connection_uri(endpoint_url: str) -> str:
     )
 
 
+MARTS_SNAPSHOTS = "marts-snapshots"
+"""Folder, in a local stack's home, where its warehouse publishes the marts for the dashboards."""
+
+
 def chdb_connection_uri(path: Path, marts_snapshot_dir: Path | None = None) -> str:
     """Return an Airflow connection (JSON) for the embedded engine with data at ``path``.
 

@@ -63,7 +63,9 @@ def standalone_environment(
     """
     env = local_stack.airflow_environment(home / "airflow")
     env["AIRFLOW_CONN_CLICKSTREAM_S3"] = local_stack.s3_connection_uri(s3_endpoint)
-    env["AIRFLOW_CONN_CLICKHOUSE_DEFAULT"] = local_stack.chdb_connection_uri(home / "chdb")
+    env["AIRFLOW_CONN_CLICKHOUSE_DEFAULT"] = local_stack.chdb_connection_uri(
+        home / "chdb", home / local_stack.MARTS_SNAPSHOTS
+    )
     env["AIRFLOW__CORE__PARALLELISM"] = str(parallelism)
     env["AIRFLOW__API__HOST"] = api_host
     env["AIRFLOW__API__PORT"] = str(api_port)

@@ -17,6 +17,7 @@ SCRIPTS = (
     "benchmark_catchup",
     "suite_under_load",
     "airflow_local",
+    "dashboards",
 )
 
 
@@ -39,7 +40,8 @@ def test_help_shows_the_default_of_every_option(script):
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_make_passes_args_to_the_script(script):
     makefile = (local_stack.PROJECT_ROOT / "Makefile").read_text()
-    assert re.search(rf"scripts/{script}\.py \$\(ARGS\)\n", makefile)
+    # A script with modes gets the mode first: scripts/dashboards.py serve $(ARGS).
+    assert re.search(rf"scripts/{script}\.py (\w+ )?\$\(ARGS\)\n", makefile)
 
 
 def test_make_airflow_points_the_cli_at_the_standalone_stack(tmp_path):
