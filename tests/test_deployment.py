@@ -216,8 +216,15 @@ def raw_services() -> dict[str, dict]:
 
 
 def airflow_services() -> list[str]:
-    """Services running the project's image, built from ./Dockerfile."""
-    return [name for name, spec in raw_services().items() if "build" in spec]
+    """Services running the project's image, built from ./Dockerfile (not Superset's, built
+    from deploy/superset)."""
+    return [
+        name
+        for name, spec in raw_services().items()
+        if "build" in spec
+        and (spec["build"] if isinstance(spec["build"], str) else spec["build"].get("context", "."))
+        in (".", "./")
+    ]
 
 
 def is_one_shot(spec: dict) -> bool:
@@ -700,6 +707,10 @@ REAL_SECRETS = {
     "POSTGRES_PASSWORD": "m3Jc7Gu2Zn",
     "CLICKHOUSE_PASSWORD": "q8Fv5Ly0Xe",
     "MINIO_ROOT_PASSWORD": "t6Hb1Ws4Pk",
+    "SUPERSET_SECRET_KEY": "w2Nd8Qs5Rv",
+    "SUPERSET_DB_PASSWORD": "k7Ta3Mx9Lc",
+    "SUPERSET_ADMIN_PASSWORD": "h4Ye6Bp1Gz",
+    "CLICKHOUSE_DASHBOARDS_PASSWORD": "u5Wr2Jn8Df",
     "AIRFLOW__CORE__FERNET_KEY": "ZmFrZS1mZXJuZXQta2V5LTMyLWJ5dGVzLWxvbmctLS0=",
 }
 
@@ -751,12 +762,48 @@ def test_the_env_example_as_it_is_is_refused_unless_explicitly_allowed():
         "POSTGRES_PASSWORD": example["POSTGRES_PASSWORD"],
         "CLICKHOUSE_PASSWORD": example["CLICKHOUSE_PASSWORD"],
         "MINIO_ROOT_PASSWORD": example["MINIO_ROOT_PASSWORD"],
+        "SUPERSET_SECRET_KEY": example["SUPERSET_SECRET_KEY"],
+        "SUPERSET_DB_PASSWORD": example["SUPERSET_DB_PASSWORD"],
+        "SUPERSET_ADMIN_PASSWORD": example["SUPERSET_ADMIN_PASSWORD"],
+        "CLICKHOUSE_DASHBOARDS_PASSWORD": example["CLICKHOUSE_DASHBOARDS_PASSWORD"],
         "AIRFLOW__CORE__FERNET_KEY": example["AIRFLOW_FERNET_KEY"],
     }
     refused = run_check_secrets(**as_shipped)
     assert refused.returncode == 1
-    assert refused.stderr.count("ERROR: ") == 7
+    assert refused.stderr.count("ERROR: ") == 11
 
     allowed = run_check_secrets(**as_shipped, ALLOW_PLACEHOLDER_VALUES="true")
     assert allowed.returncode == 0
-    assert allowed.stderr.count("WARNING: ") == 8, "each problem, then the warning that it starts anyway"
+    assert allowed.stderr.count("WARNING: ") == 12, "each problem, then the warning that it starts anyway"
+
+
+# --- Superset ---------------------------------------------------------------------------------
+
+SUPERSET_DIR = ROOT / "deploy" / "superset"
+
+
+def test_superset_image_is_the_official_one_at_the_bundles_version():
+    [base] = re.findall(r"^FROM (\S+)$", (SUPERSET_DIR / "Dockerfile").read_text(), re.MULTILINE)
+    [pinned] = re.findall(
+        r"^apache_superset==(\S+)$", (SUPERSET_DIR / "requirements.txt").read_text(), re.MULTILINE
+    )
+    assert base == f"apache/superset:{pinned}"
+    for name in ("superset-init", "superset"):
+        assert services()[name]["image"] == f"clickstream-superset:{pinned}"
+
+
+def test_superset_keeps_its_metadata_in_a_postgres_database_of_its_own():
+    environment = services()["superset"]["environment"]
+    assert re.fullmatch(
+        r"postgresql\+psycopg2://superset:[^@]+@postgres/superset", environment["SUPERSET_METADATA_URI"]
+    )
+    assert services()["superset-init"]["entrypoint"] == ["bash", "/app/clickstream/init.sh"]
+
+
+def test_superset_reads_the_marts_as_the_read_only_user_and_listens_on_loopback():
+    environment = services()["superset"]["environment"]
+    uri = environment["CLICKSTREAM_DASHBOARDS_DATABASE_URI"]
+    assert uri.startswith(f"clickhousedb://{environment['CLICKHOUSE_DASHBOARDS_USER']}:")
+    assert environment["CLICKHOUSE_DASHBOARDS_USER"] != environment["CLICKHOUSE_USER"]
+    assert uri.endswith(f"@clickhouse:8123/{environment['CLICKHOUSE_DB']}")
+    assert [port.split(":")[0] for port in services()["superset"]["ports"]] == ["127.0.0.1"]
