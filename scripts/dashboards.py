@@ -379,6 +379,10 @@ def main() -> None:
     with local_stack.interrupted_by_signals():
         try:
             if not (snapshots / "current").exists():
+                if args.demo_home.resolve() != DEMO_SNAPSHOTS.parent.resolve():
+                    sys.exit(
+                        f"dashboards: no marts published under {snapshots} yet: wait for the first marts run"
+                    )
                 print("dashboards: no marts published yet; running the demo first", flush=True)
                 subprocess.run([sys.executable, str(local_stack.PROJECT_ROOT / "scripts" / "demo.py"), "--home",
                                 str(args.demo_home)], check=True)  # fmt: skip
