@@ -95,7 +95,13 @@ def attach(snapshots: Path, reader: Path) -> None:
     # A process of its own: chdb keeps a data directory open for as long as its process lives.
     env = {**os.environ, "AIRFLOW_CONN_CLICKHOUSE_DEFAULT": local_stack.chdb_connection_uri(reader)}
     env["PYTHONPATH"] = str(local_stack.PROJECT_ROOT / "plugins")
-    subprocess.run([sys.executable, "-c", code, str(snapshots)], env=env, check=True, capture_output=True)
+    completed = subprocess.run(
+        [sys.executable, "-c", code, str(snapshots)], env=env, capture_output=True, text=True
+    )
+    if completed.returncode:
+        raise RuntimeError(
+            f"could not attach the marts published in {snapshots}:\n{completed.stderr[-3000:]}"
+        )
 
 
 @dataclass
